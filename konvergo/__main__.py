@@ -1,0 +1,3 @@
+from konvergo.cli.main import main
+
+main()

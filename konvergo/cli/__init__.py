@@ -1,0 +1,1 @@
+"""The ``konvergo`` command and its management commands."""

@@ -1,0 +1,1 @@
+"""Microsoft 365 / Outlook: endpoints, scopes, hosts and the error catalogue."""

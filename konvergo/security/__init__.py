@@ -1,0 +1,1 @@
+"""Secrets at rest (encryption), secrets in logs (redaction)."""

@@ -1,0 +1,1 @@
+"""Services: the operations the web UI, the API and the CLI share."""

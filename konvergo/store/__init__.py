@@ -1,0 +1,1 @@
+"""The store: Django models, one row per thing a user can see."""
