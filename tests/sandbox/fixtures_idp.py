@@ -1,0 +1,1 @@
+"""Fixtures that start the sandbox identity platform (owned by the IdP work)."""
