@@ -12,8 +12,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from konvergo.errors import ConfigurationError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    # Our commands read better with hyphens (`konvergo rotate-keys`); Django's are modules.
+    if args and not args[0].startswith("-"):
+        args[0] = args[0].replace("-", "_")
     try:
-        execute_from_command_line(["konvergo", *(sys.argv[1:] if argv is None else argv)])
+        execute_from_command_line(["konvergo", *args])
     except ConfigurationError as exc:
         sys.stderr.write(f"konvergo: configuration error: {exc}\n")
         raise SystemExit(2) from None

@@ -86,6 +86,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = CONFIG.var_dir / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Serve static files straight from the app folders: no collectstatic step to forget.
+WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 SESSION_COOKIE_HTTPONLY = True

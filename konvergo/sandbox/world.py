@@ -44,6 +44,11 @@ class Mailbox:
     #: Mailboxes whose content this user may open over IMAP (FullAccess).
     full_access: list[str] = field(default_factory=list)
     mfa_required: bool = False
+    #: Entra admin role: may grant tenant-wide ("admin") consent on the consent screen.
+    is_admin: bool = False
+    #: Client ids of apps whose Exchange service principal has FullAccess on this mailbox
+    #: (Add-MailboxPermission -User <service principal>), for app-only XOAUTH2.
+    app_full_access: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +63,15 @@ class App:
     secrets: list[tuple[str, str, dt.date]]
     permissions: list[str]
     public_client: bool = False
+    #: Application permissions (app roles) on Office 365 Exchange Online, e.g. SMTP.SendAsApp.
+    app_permissions: list[str] = field(default_factory=list)
+    #: Scopes an admin granted tenant-wide in the home tenant, as full URIs or OIDC names
+    #: (e.g. "https://outlook.office.com/SMTP.Send"); app roles as "<resource>/<role>".
+    admin_consented: list[str] = field(default_factory=list)
+    #: Exchange: New-ServicePrincipal was run for this app (needed for app-only XOAUTH2).
+    exchange_service_principal: bool = False
+    #: Enterprise application (service principal) object id in the home tenant.
+    service_principal_id: str = ""
 
 
 @dataclass
@@ -84,6 +98,25 @@ class World:
     def may_open(self, user: Mailbox, target_upn: str) -> bool:
         target = target_upn.lower()
         return target == user.upn or target in {a.lower() for a in user.full_access}
+
+    def tenant(self, id_or_domain: str) -> Tenant | None:
+        """A tenant by GUID or by one of its verified domains (case-insensitive)."""
+        key = id_or_domain.lower()
+        for tenant in self.tenants.values():
+            if tenant.id.lower() == key or key in {d.lower() for d in tenant.domains}:
+                return tenant
+        return None
+
+    def app_may_open(self, client_id: str, target_upn: str) -> bool:
+        """App-only access: service principal registered in Exchange and FullAccess granted."""
+        app = self.apps.get(client_id)
+        target = self.mailbox(target_upn)
+        return (
+            app is not None
+            and app.exchange_service_principal
+            and target is not None
+            and client_id in target.app_full_access
+        )
 
 
 def load(path: Path | None = None) -> World:

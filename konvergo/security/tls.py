@@ -1,0 +1,45 @@
+"""The one place outgoing TLS is configured: every client connection verifies its server.
+
+Odoo connects to SMTP and IMAP servers with an unverified context, so anyone on the path can
+read the bearer token (odoo.md, weakness 2). Here verification cannot be switched off: there
+is no parameter for it, and the only knobs add trust anchors (``KONVERGO_CA_BUNDLE`` for a
+company CA, ``cafile`` for tests) on top of the system store.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+
+from konvergo.config import get_config
+from konvergo.errors import ConfigurationError
+
+#: Exchange Online refuses TLS 1.0/1.1 (``421 4.7.66``) and so do we, for every server.
+MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
+
+
+def client_context(cafile: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """A client context that requires a valid certificate for the host name it connects to.
+
+    Trusted: the system CA store, plus ``KONVERGO_CA_BUNDLE`` when set, plus ``cafile`` when
+    given. Extra CA files only add trust; they never replace the system store.
+    """
+    # create_default_context already sets CERT_REQUIRED and check_hostname and loads the
+    # system store; they are set again explicitly so a reader does not have to know that.
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    context.minimum_version = MINIMUM_VERSION
+    extra = get_config().ca_bundle
+    for path, origin in ((extra, "KONVERGO_CA_BUNDLE"), (cafile, "cafile")):
+        if path is None:
+            continue
+        try:
+            context.load_verify_locations(cafile=os.fspath(path))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"{origin} points to {os.fspath(path)}, which could not be loaded as PEM "
+                f"CA certificates ({exc}); fix or unset it.",
+                setting=origin,
+            ) from exc
+    return context

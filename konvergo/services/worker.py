@@ -1,0 +1,90 @@
+"""The background worker: a loop over registered jobs (outbox, intake, token keep-alive).
+
+Jobs are registered by the modules that own them (:func:`register`). Each job claims its
+own work in the database (``SKIP LOCKED`` rows, leases), so any number of workers on any
+number of machines can run side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+
+from django.db import close_old_connections
+
+log = logging.getLogger("konvergo.worker")
+
+#: Modules that register jobs when imported; a missing module is simply not loaded yet.
+JOB_MODULES = (
+    "konvergo.services.outbox",
+    "konvergo.services.intake",
+    "konvergo.services.oauth.keepalive",
+)
+
+
+@dataclass
+class Job:
+    name: str
+    run: Callable[[], int]
+    interval: float
+    next_run: float = field(default=0.0)
+
+
+JOBS: dict[str, Job] = {}
+
+
+def register(name: str, interval: float) -> Callable[[Callable[[], int]], Callable[[], int]]:
+    """Decorator: run ``func`` every ``interval`` seconds (sooner while it reports work done)."""
+
+    def wrap(func: Callable[[], int]) -> Callable[[], int]:
+        JOBS[name] = Job(name, func, interval)
+        return func
+
+    return wrap
+
+
+def load_jobs() -> dict[str, Job]:
+    for module in JOB_MODULES:
+        try:
+            import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return JOBS
+
+
+def run_once() -> int:
+    """Run every due job once; returns the total work done (for tests and ``--once``)."""
+    done = 0
+    now = time.monotonic()
+    for job in load_jobs().values():
+        if job.next_run > now:
+            continue
+        close_old_connections()
+        try:
+            worked = job.run()
+        except Exception:
+            # One failing job must not stop the others; the job records its own error rows.
+            log.exception("job %s failed", job.name)
+            worked = 0
+        done += worked
+        job.next_run = time.monotonic() + (0 if worked else job.interval)
+    return done
+
+
+def run_forever(idle_sleep: float = 1.0, stop: threading.Event | None = None) -> None:
+    """Loop until SIGTERM/SIGINT (or ``stop`` is set)."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    log.info("worker started with jobs: %s", ", ".join(load_jobs()) or "(none)")
+    while not stop.is_set():
+        if run_once() == 0:
+            stop.wait(idle_sleep)
+    log.info("worker stopped")

@@ -1,0 +1,61 @@
+"""Credentials a transport presents to a mail server: a password, or an OAuth 2.0 token.
+
+Neither class ever shows its secret in ``repr`` (tracebacks and debuggers print reprs), and
+the token is fetched from ``token_provider`` each time it is needed, so a long-lived
+connection object never holds a token past the moment it authenticates.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from konvergo.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class PasswordAuth:
+    """A user name and password for a classic SMTP AUTH (PLAIN, LOGIN or CRAM-MD5)."""
+
+    username: str
+    password: str = field(repr=False)
+
+    @property
+    def mechanism(self) -> str:
+        return "password"
+
+
+@dataclass(frozen=True)
+class XOAuth2Auth:
+    """SASL XOAUTH2 for ``username`` with an access token from ``token_provider``.
+
+    ``token_provider`` belongs to the OAuth token store: it returns a current access token
+    (refreshing it first when needed) or raises that store's own errors.
+    """
+
+    username: str
+    token_provider: Callable[[], str] = field(repr=False)
+
+    @property
+    def mechanism(self) -> str:
+        return "XOAUTH2"
+
+    def xoauth2_string(self) -> str:
+        """``user=<username>^Aauth=Bearer <token>^A^A``, the clear text Microsoft documents."""
+        token = self.token_provider()
+        # A control character or space inside either part would shift the SASL fields; such a
+        # value is a bug upstream, and sending it would only produce a misleading 535.
+        for name, value in (("username", self.username), ("access token", token)):
+            if not value or any(ch in value for ch in "\x00\x01\r\n "):
+                raise ConfigurationError(
+                    f"The XOAUTH2 {name} is empty or contains a space or control character."
+                )
+        return f"user={self.username}\x01auth=Bearer {token}\x01\x01"
+
+    def initial_response(self) -> str:
+        """The base64 form of :meth:`xoauth2_string`, as sent on the wire."""
+        return base64.b64encode(self.xoauth2_string().encode("utf-8")).decode("ascii")
+
+
+Credentials = PasswordAuth | XOAuth2Auth
