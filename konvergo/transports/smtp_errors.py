@@ -125,10 +125,12 @@ def reply_failure(
     *,
     server: str,
     refused: Mapping[str, tuple[int, str]] | None = None,
+    message: str | None = None,
 ) -> SmtpFailure:
     """An exception for an unwanted reply, whose message quotes the reply verbatim."""
     cls = class_for_reply(code, stage)
-    message = f"{STAGE_LABELS[stage]} failed on {server}: the server replied {code} {text}"
+    if message is None:
+        message = f"{STAGE_LABELS[stage]} failed on {server}: the server replied {code} {text}"
     return cls(
         message.rstrip(),
         stage=stage,
@@ -157,11 +159,6 @@ _BY_EXCEPTION: tuple[tuple[type[BaseException], type[SmtpFailure], str], ...] = 
         SmtpConfigurationError,
         "The TLS handshake with {host}:{port} failed ({error}). Check Connection Encryption "
         "({encryption} now): port 465 normally uses SSL/TLS, ports 587 and 25 use STARTTLS.",
-    ),
-    (
-        ssl.CertificateError,
-        SmtpConfigurationError,
-        "The TLS certificate of {host} does not match ({error}). Check the SMTP Server host.",
     ),
     (
         ConnectionRefusedError,
@@ -205,6 +202,12 @@ def exception_failure(
 ) -> SmtpFailure:
     """An exception for a network, TLS or disconnect error raised at ``stage``."""
     server = f"{host}:{port}"
+    # smtplib reports a read timeout as SMTPServerDisconnected("... timed out"); the timeout
+    # is the real cause and deserves the timeout advice.
+    if isinstance(exc, smtplib.SMTPServerDisconnected) and isinstance(
+        exc.__context__, TimeoutError
+    ):
+        exc = exc.__context__
     error = str(exc) or type(exc).__name__
     if isinstance(exc, socket.gaierror):
         unknown = exc.errno in _UNKNOWN_NAME_ERRORS
