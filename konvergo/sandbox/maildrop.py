@@ -22,7 +22,7 @@ SENT_ITEMS = "Sent Items"
 
 
 class Maildrop:
-    """Writes messages into ``<mail_root>/<upn>/Maildir`` (Dovecot's ``home=<mail_root>/%Ln``)."""
+    """Writes messages into ``<mail_root>/<upn>/Maildir`` (Dovecot's ``home=<mail_root>/%Lu``)."""
 
     def __init__(self, mail_root: Path, *, uid: int = -1, gid: int = -1) -> None:
         self.mail_root = Path(mail_root)
