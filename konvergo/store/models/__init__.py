@@ -1,7 +1,35 @@
 """Every model of Konvergo, one module per concern."""
 
 from konvergo.store.models.audit import AuditEvent
+from konvergo.store.models.inbox import (
+    Attachment,
+    Message,
+    QuarantinedMessage,
+    Thread,
+    ThreadParticipant,
+)
+from konvergo.store.models.oauth import ConsentLink, OAuthGrant, OAuthState
+from konvergo.store.models.outbox import ApiKey, OutboxItem
+from konvergo.store.models.servers import FolderState, IncomingServer, OutgoingServer
 from konvergo.store.models.settings import MailSettings, SystemParameter
 from konvergo.store.models.users import User
 
-__all__ = ["AuditEvent", "MailSettings", "SystemParameter", "User"]
+__all__ = [
+    "ApiKey",
+    "Attachment",
+    "AuditEvent",
+    "ConsentLink",
+    "FolderState",
+    "IncomingServer",
+    "MailSettings",
+    "Message",
+    "OAuthGrant",
+    "OAuthState",
+    "OutboxItem",
+    "OutgoingServer",
+    "QuarantinedMessage",
+    "SystemParameter",
+    "Thread",
+    "ThreadParticipant",
+    "User",
+]

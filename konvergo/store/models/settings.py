@@ -29,6 +29,15 @@ class MailSettings(models.Model):
     outlook_client_secret = EncryptedTextField(blank=True, default="")
     outlook_client_secret_expires = models.DateField(null=True, blank=True)
     outlook_client_secret_set_at = models.DateTimeField(null=True, blank=True)
+    mass_mailing_server = models.ForeignKey(
+        "store.OutgoingServer",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name="Dedicated Server",
+        help_text="Mass mailings always go through this server; their From is never rewritten.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -1,0 +1,72 @@
+"""The outbox: one row per message to send, with its routing decision and its history."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class OutboxItem(models.Model):
+    """A finished message (bytes built at enqueue time) waiting for, or done with, sending."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        HELD = "held", "Held (waiting for authorization)"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class FailureClass(models.TextChoices):
+        NONE = "", "—"
+        TEMPORARY = "temporary", "Temporary"
+        PERMANENT = "permanent", "Permanent"
+        AUTHORIZATION = "authorization", "Authorization"
+        CONFIGURATION = "configuration", "Configuration"
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    purpose = models.CharField(max_length=16, default="transactional")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    server = models.ForeignKey(
+        "store.OutgoingServer", null=True, blank=True, on_delete=models.SET_NULL
+    )
+    route = models.CharField(max_length=32, blank=True, default="")
+    message_id = models.CharField(max_length=512, db_index=True)
+    subject = models.CharField(max_length=998, blank=True, default="")
+    header_from = models.CharField(max_length=998)
+    envelope_from = models.CharField(max_length=320)
+    recipients = models.JSONField(default=list)
+    raw = models.BinaryField()
+    size = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    failure_class = models.CharField(
+        max_length=16, choices=FailureClass.choices, blank=True, default=""
+    )
+    last_reply = models.TextField(blank=True, default="")
+    last_fix = models.TextField(blank=True, default="")
+    claimed_by = models.CharField(max_length=128, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    thread = models.ForeignKey(
+        "store.Thread", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="outbox_due")]
+
+
+class ApiKey(models.Model):
+    """A per-user API key; only its SHA-256 digest is stored (the key is shown once)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    name = models.CharField(max_length=128)
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
