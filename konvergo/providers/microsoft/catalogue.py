@@ -866,7 +866,10 @@ CATALOGUE: tuple[Entry, ...] = (
         matchers=(GraphError("TooManyRequests"), GraphError("429")),
         cause="Graph allows 4 concurrent requests and 10,000 per 10 minutes per mailbox.",
         who_must_act="wait",
-        fix="Nothing to change: Konvergo waits for Retry-After and resumes.",
+        fix=(
+            "Nothing to change: Konvergo waits for Retry-After and resumes; Konvergo → Outbox "
+            "shows when."
+        ),
         failure_class="temporary",
     ),
 )
@@ -971,7 +974,7 @@ _AADSTS_RE = re.compile(r"\bAADSTS(\d{4,9})\b")
 # and wrappers such as .NET drop it. Look-arounds keep IP addresses and timestamps out.
 _SMTP_RE = re.compile(r"(?<![\d.])(?:([2-5]\d\d)[ -])?([245]\.\d{1,3}\.\d{1,3})(?![\d.])")
 _IMAP_STATUS_RE = re.compile(r"(?:^|\s)(NO|BAD|BYE)\s")
-_GRAPH_CODE_RE = re.compile(r"\b(Error[A-Z][A-Za-z]+|TooManyRequests)\b")
+_GRAPH_CODE_RE = re.compile(r"\b(Error[A-Z][A-Za-z0-9]+|TooManyRequests)\b")
 _TRACE_RE = re.compile(r"Trace ID:\s*([0-9a-fA-F-]{36})")
 _CORRELATION_RE = re.compile(r"Correlation ID:\s*([0-9a-fA-F-]{36})")
 _TIMESTAMP_RE = re.compile(r"Timestamp:\s*(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?Z?)")
