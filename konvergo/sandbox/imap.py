@@ -118,6 +118,15 @@ def _literal_length(line: bytes) -> int | None:
     return int(m.group(1)) if m else None
 
 
+#: Audiences Exchange Online takes for IMAP/SMTP: both Outlook resource URIs name it.
+EXCHANGE_AUDIENCES = frozenset({OUTLOOK_RESOURCE, "https://outlook.office365.com"})
+
+
+def is_exchange_audience(audience: str) -> bool:
+    """Whether a token issued for ``audience`` is meant for Exchange Online's mail protocols."""
+    return audience.rstrip("/").lower() in EXCHANGE_AUDIENCES
+
+
 def parse_xoauth2(blob: str) -> tuple[str, str] | None:
     """``(user, token)`` from a base64 XOAUTH2 response, or None when it is malformed."""
     try:
@@ -649,7 +658,7 @@ class SandboxImap:
         owner = self.world.mailbox(info.upn) if info.active else None
         if (
             owner is None
-            or info.audience != OUTLOOK_RESOURCE
+            or not is_exchange_audience(info.audience)
             or IMAP_SCOPE not in info.scopes
             or not owner.imap_enabled
         ):

@@ -30,10 +30,10 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from konvergo.errors import ConfigurationError
-from konvergo.sandbox.imap import parse_xoauth2
+from konvergo.sandbox.imap import is_exchange_audience, parse_xoauth2
 from konvergo.sandbox.maildrop import INBOX, SENT_ITEMS, Maildrop
 from konvergo.sandbox.tls import SandboxTLS
-from konvergo.sandbox.tokens import OUTLOOK_RESOURCE, SMTP_SCOPE, TokenValidator
+from konvergo.sandbox.tokens import SMTP_SCOPE, TokenValidator
 from konvergo.sandbox.world import Mailbox, World
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,6 @@ class _ExchangeSMTP(SMTP):
             self.server._active[upn] += 1
             self.mailbox_upn = upn
             self.session.authenticated = True
-            self.session.auth_data = upn
         await self.push(decision.reply)
 
     async def _swallow_basic_credentials(self, mechanism: str, initial: list[str]) -> None:
@@ -352,7 +351,7 @@ class _ExchangeSMTP(SMTP):
         if (
             owner is None
             or target is None
-            or info.audience != OUTLOOK_RESOURCE
+            or not is_exchange_audience(info.audience)
             or SMTP_SCOPE not in info.scopes
             or not world.may_open(owner, target.upn)
         ):
@@ -410,7 +409,8 @@ class _Handler:
 
     async def handle_DATA(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
         server, world = self.server, self.server.world
-        upn = str(session.auth_data)
+        assert isinstance(smtp, _ExchangeSMTP)
+        upn = smtp.mailbox_upn
         mailbox = world.mailbox(upn)
         assert mailbox is not None
         raw = envelope.original_content or b""
