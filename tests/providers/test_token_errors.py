@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 from konvergo.errors import AuthorizationError
 from konvergo.providers.microsoft.errors import (
@@ -233,3 +234,13 @@ def test_callback_error_is_explained_with_its_identifiers() -> None:
     assert err.explanation is not None and err.explanation.entry.id == "E-13"
     assert err.explanation.surface == "authorize"
     assert err.failure_class == "authorization"
+
+
+def test_parsed_error_survives_pickling_between_processes() -> None:
+    """Workers hand errors to their parent process; fields and class must survive."""
+    err = parse_token_error(401, {"error": "invalid_client", "error_codes": [7000215]})
+
+    copy = pickle.loads(pickle.dumps(err))
+
+    assert type(copy) is TokenEndpointError
+    assert copy.as_dict() == err.as_dict()

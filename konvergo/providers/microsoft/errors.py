@@ -85,6 +85,21 @@ class IdentityError(AuthorizationError):
         retry_after: float | None = None,
         raw: str = "",
     ) -> None:
+        # Kept so the exception survives pickling (worker processes hand errors back to the
+        # parent); Exception's default pickling would call __init__ with the message only.
+        self._init_kwargs: dict[str, Any] = {
+            "error": error,
+            "error_description": error_description,
+            "error_codes": error_codes,
+            "suberror": suberror,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+            "timestamp": timestamp,
+            "error_uri": error_uri,
+            "status": status,
+            "retry_after": retry_after,
+            "raw": raw,
+        }
         self.error = error
         self.error_description = error_description
         self.error_codes: list[int] = list(error_codes or [])
@@ -108,6 +123,9 @@ class IdentityError(AuthorizationError):
             correlation_id=correlation_id,
             explanation=self.explanation,
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self._init_kwargs))
 
     @property
     def aadsts(self) -> int | None:
@@ -166,6 +184,10 @@ class AuthorizeError(IdentityError):
     """Microsoft redirected back to ``/microsoft_outlook/confirm`` with ``?error=…``."""
 
     surface: Surface = "authorize"
+
+
+def _rebuild(cls: type[IdentityError], kwargs: dict[str, Any]) -> IdentityError:
+    return cls(**kwargs)
 
 
 def _strip_suffix(description: str) -> str:
