@@ -256,8 +256,7 @@ CATALOGUE: dict[str, ErrorEntry] = dict(
         _e(
             700005,
             "invalid_grant",
-            "Provided Authorization Code is intended to use against other tenant, thus "
-            "rejected.",
+            "Provided Authorization Code is intended to use against other tenant, thus rejected.",
         ),
         # --- malformed requests --------------------------------------------------------
         _e(9002313, "invalid_request", "Invalid request. Request is malformed or invalid."),

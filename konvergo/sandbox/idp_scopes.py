@@ -25,13 +25,17 @@ RESOURCES: dict[str, str] = {
     GRAPH_RESOURCE: GRAPH_APP_ID,
 }
 
+_SMTP = ("SMTP.Send", "Send emails from mailboxes using SMTP AUTH.")
+_IMAP = ("IMAP.AccessAsUser.All", "Read and write access to mailboxes via IMAP.")
+_POP = ("POP.AccessAsUser.All", "Read and write access to mailboxes via POP.")
+
 #: Delegated permissions per resource application: lower-case name -> (name, consent text).
 DELEGATED: dict[str, dict[str, tuple[str, str]]] = {
     EXCHANGE_APP_ID: {
-        "smtp.send": ("SMTP.Send", "Send emails from mailboxes using SMTP AUTH."),
-        "imap.accessasuser.all": ("IMAP.AccessAsUser.All", "Read and write access to mailboxes via IMAP."),
-        "pop.accessasuser.all": ("POP.AccessAsUser.All", "Read and write access to mailboxes via POP."),
-        "ews.accessasuser.all": ("EWS.AccessAsUser.All", "Access mailboxes as the signed-in user via Exchange Web Services."),
+        "smtp.send": _SMTP,
+        "imap.accessasuser.all": _IMAP,
+        "pop.accessasuser.all": _POP,
+        "ews.accessasuser.all": ("EWS.AccessAsUser.All", "Access mailboxes via EWS."),
     },
     GRAPH_APP_ID: {
         "user.read": ("User.Read", "Sign you in and read your profile"),
@@ -40,12 +44,13 @@ DELEGATED: dict[str, dict[str, tuple[str, str]]] = {
         "mail.readwrite": ("Mail.ReadWrite", "Read and write access to your mail"),
         "mail.send": ("Mail.Send", "Send mail as you"),
         "mail.send.shared": ("Mail.Send.Shared", "Send mail on behalf of others"),
-        # The portal lists the mail-protocol permissions under Microsoft Graph (§1.6).
-        "smtp.send": ("SMTP.Send", "Send emails from mailboxes using SMTP AUTH."),
-        "imap.accessasuser.all": ("IMAP.AccessAsUser.All", "Read and write access to mailboxes via IMAP."),
-        "pop.accessasuser.all": ("POP.AccessAsUser.All", "Read and write access to mailboxes via POP."),
+        # The portal lists the mail-protocol permissions under Microsoft Graph (§1.6), so
+        # a bare or Graph-prefixed name is valid and yields a Graph-audience token.
+        "smtp.send": _SMTP,
+        "imap.accessasuser.all": _IMAP,
+        "pop.accessasuser.all": _POP,
     },
-}  # fmt: skip
+}
 
 OIDC_TEXT = {
     "openid": "Sign you in",
