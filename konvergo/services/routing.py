@@ -29,6 +29,7 @@ Settings) never take other mail by rule; they are used only when named explicitl
 from __future__ import annotations
 
 import email.utils
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,13 @@ MASS_ONLY_LABEL: Final = "Mass Mailing Only"
 # Line and paragraph separators end a header line for some parsers, and NUL truncates C strings:
 # any of them in an address or display name is a header-injection attempt, never a typo.
 _FORBIDDEN = frozenset("\r\n\0\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+# A bare dot-atom address needs no RFC 5322 parsing; the fast path keeps building a table of
+# thousands of servers cheap. Anything else (names, quotes, comments) goes to the full parser.
+_BARE_ADDRESS_RE = re.compile(
+    r"^([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@([^\s@<>()\[\]\\,;:\"]+)$"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,6 +120,14 @@ def parse_address(text: str, field_name: str = "header_from") -> ParsedAddress:
     text = text.strip()
     if not text:
         raise ValidationFailed(field_name, "The address is empty.")
+    bare = _BARE_ADDRESS_RE.match(text)
+    if bare is not None:
+        bare_domain = normalize_domain(bare.group(2))
+        if bare_domain is None:
+            raise ValidationFailed(
+                field_name, f"{text!r} is not a valid email address (name@domain expected)."
+            )
+        return ParsedAddress("", bare.group(1), bare_domain)
     try:
         header = policy.default.header_factory("from", text)
         addresses = header.addresses  # type: ignore[attr-defined]
