@@ -421,9 +421,9 @@ class _Mail:
 class RoutingTable:
     """Routing decisions for one set of servers and parameters; build once, ask many times.
 
-    Building is O(total filter parts · log) ; each :meth:`decide` is a constant number of dict
-    lookups whatever the number of servers. ``servers_examined`` counts the servers each call
-    looked at (a diagnostic for tests and profiling, not a contract of thread safety).
+    Building is linear in the total number of filter parts; each :meth:`decide` is a constant
+    number of dict lookups whatever the number of servers. ``servers_examined`` counts the
+    servers the calls looked at (a diagnostic for tests and profiling; not synchronised).
     """
 
     def __init__(self, servers: Iterable[ServerInfo], params: RoutingParams) -> None:

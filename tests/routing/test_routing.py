@@ -188,6 +188,16 @@ def test_dedicated_mass_mailing_server_is_never_the_transactional_fallback() -> 
     assert "'Marketing' (#4) would accept bob@example.com but is the Dedicated Server" in message
 
 
+def test_dedicated_server_takes_no_transactional_mail_even_when_its_filter_matches() -> None:
+    """Choosing a server as the Dedicated Server reserves it, whatever its FROM Filtering says."""
+    marketing = ServerInfo(4, 1, "bob@example.com, example.com", name="Marketing")
+    table = RoutingTable([NOTIFICATIONS, marketing], MULTI_PARAMS)
+    assert table.is_reserved(marketing)
+    decision = table.decide("bob@example.com")
+    assert (decision.server_id, decision.route) == (3, "notifications")
+    assert table.decide("bob@example.com", purpose="mass_mailing").server_id == 4
+
+
 def test_without_a_dedicated_server_mass_mailing_routes_like_other_mail() -> None:
     """With no Dedicated Server chosen, a mailing is rewritten to notifications like any mail."""
     table = RoutingTable(MULTI, PARAMS)
