@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from konvergo.sandbox import world as world_mod
+from konvergo.sandbox.imap import DOVECOT, SandboxImap
+from konvergo.sandbox.smtp import ExchangeSmtpServer
 from konvergo.sandbox.tls import SandboxTLS
 from konvergo.sandbox.tokens import IMAP_SCOPE, OUTLOOK_RESOURCE, SMTP_SCOPE, TokenInfo
 
@@ -33,6 +35,18 @@ OUTLOOK_SCOPES = frozenset({SMTP_SCOPE, IMAP_SCOPE})
 def xoauth2(user: str, token: str) -> str:
     """The base64 SASL XOAUTH2 initial response (microsoft.md §1.13)."""
     return base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode()).decode()
+
+
+def bulk_messages(to: str, count: int, sender: str = "bulk@external.test") -> list[bytes]:
+    """``count`` small distinct messages, built by formatting (EmailMessage is ~1 ms each)."""
+    return [
+        (
+            f"From: {sender}\r\nTo: {to}\r\nSubject: Bulk {i}\r\n"
+            f"Message-ID: <bulk-{i}-{secrets.token_hex(4)}@external.test>\r\n"
+            f"Date: Mon, 01 Jan 2024 00:00:00 +0000\r\n\r\nMessage number {i}.\r\n"
+        ).encode()
+        for i in range(count)
+    ]
 
 
 def make_message(
@@ -124,7 +138,10 @@ class MiniTokenIssuer:
 
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self._http.server_address[1]}"
-        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+        # A short poll interval: shutdown() waits for it at every test's teardown.
+        threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -151,3 +168,43 @@ def mail_validator() -> Iterator[MiniTokenIssuer]:
     issuer = MiniTokenIssuer().start()
     yield issuer
     issuer.stop()
+
+
+@pytest.fixture
+def smtp_server(
+    mail_world: world_mod.World, mail_validator: MiniTokenIssuer, sandbox_tls: SandboxTLS
+) -> Iterator[ExchangeSmtpServer]:
+    """The Exchange-like SMTP server alone (accepted mail is only recorded)."""
+    server = ExchangeSmtpServer(mail_world, mail_validator, sandbox_tls, rate_delay=0.2).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def imap_server(
+    mail_world: world_mod.World, mail_validator: MiniTokenIssuer, sandbox_tls: SandboxTLS
+) -> Iterator[SandboxImap]:
+    """Dovecot behind the Exchange IMAP front; ``imap_server.populate(upn, msgs)`` fills it."""
+    if not Path(DOVECOT).exists():
+        pytest.skip("Debian's Dovecot is not installed")
+    # Not pytest's tmp_path: its parents are 0700 and Dovecot's mail user must traverse.
+    workdir = Path(tempfile.mkdtemp(prefix="kv-imap-"))
+    server = SandboxImap(mail_world, mail_validator, sandbox_tls, workdir).start()
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def mail_sandbox(
+    mail_world: world_mod.World,
+    mail_validator: MiniTokenIssuer,
+    sandbox_tls: SandboxTLS,
+    imap_server: SandboxImap,
+) -> Iterator[tuple[ExchangeSmtpServer, SandboxImap]]:
+    """SMTP and IMAP wired together: mail sent to a sandbox mailbox appears in its INBOX."""
+    server = ExchangeSmtpServer(
+        mail_world, mail_validator, sandbox_tls, maildrop=imap_server.maildrop
+    ).start()
+    yield server, imap_server
+    server.stop()
