@@ -97,7 +97,7 @@ def test_greeting_and_capabilities_are_exchange_s(
 def test_sasl_ir_authenticate_succeeds_through_dovecot_oauth2_passdb(
     imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
 ) -> None:
-    """AUTHENTICATE XOAUTH2 <b64> gets 'OK AUTHENTICATE completed.' and Dovecot logs an XOAUTH2 login."""
+    """SASL-IR AUTHENTICATE gets 'OK AUTHENTICATE completed.'; Dovecot logs an XOAUTH2 login."""
     token = mail_validator.mint_access_token(JOHN)
     with raw_imap(imap_server, sandbox_tls) as imap:
         assert imap.command("A01", "AUTHENTICATE XOAUTH2 " + xoauth2(JOHN, token)) == [
@@ -232,7 +232,7 @@ def test_first_command_after_expiry_gets_the_bye(
 def test_throttled_mailbox_gets_exchange_backoff_reply(
     imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
 ) -> None:
-    """The throttle knob answers 'BAD Request is throttled. Suggested Backoff Time: <ms> milliseconds'."""
+    """The throttle knob answers 'BAD Request is throttled. Suggested Backoff Time: <ms> ...'."""
     token = mail_validator.mint_access_token(JOHN)
     with raw_imap(imap_server, sandbox_tls) as imap:
         imap.command("A01", "AUTHENTICATE XOAUTH2 " + xoauth2(JOHN, token))
@@ -271,7 +271,7 @@ def test_populated_mailbox_is_fetched_by_uid_in_delivery_order(
     client = imap_login(imap_server, sandbox_tls, JANE, mail_validator.mint_access_token(JANE))
     try:
         assert client.select("INBOX", readonly=True) == ("OK", [b"1000"])
-        typ, data = client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        _, data = client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         subjects = [item[1].strip() for item in data if isinstance(item, tuple)]
         assert subjects[:2] == [b"Subject: Bulk 0", b"Subject: Bulk 1"]
         assert len(subjects) == 1000 and subjects[-1] == b"Subject: Bulk 999"
@@ -306,7 +306,7 @@ def test_mail_sent_over_smtp_is_read_back_over_imap(
     sandbox_tls: SandboxTLS,
     mail_validator: MiniTokenIssuer,
 ) -> None:
-    """A message John submits to Jane arrives byte-for-byte in Jane's INBOX and John's Sent Items."""
+    """Mail John submits to Jane arrives byte-for-byte in her INBOX and in his Sent Items."""
     smtp_server, imap_server = mail_sandbox
     raw = make_message(JOHN, f"Jane <{JANE}>, outsider@external.test", subject="Delivered")
     with smtplib.SMTP("127.0.0.1", smtp_server.port, timeout=10) as smtp:
@@ -348,9 +348,11 @@ def test_whole_mail_sandbox_starts_quickly(
         elapsed = time.monotonic() - started
         assert elapsed < 3, elapsed
         ctx = ssl.create_default_context(cafile=str(tls.ca_file))
-        with socket.create_connection(("127.0.0.1", imap.port)) as raw:
-            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-                assert s.recv(100).startswith(b"* OK The Microsoft Exchange")
+        with (
+            socket.create_connection(("127.0.0.1", imap.port)) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s,
+        ):
+            assert s.recv(100).startswith(b"* OK The Microsoft Exchange")
     finally:
         smtp.stop()
         imap.stop()
