@@ -34,6 +34,7 @@ from konvergo.sandbox.idp_scopes import (
     DELEGATED,
     EXCHANGE_APP_ID,
     GRAPH_RESOURCE,
+    OIDC_SCOPES,
     RESOURCES,
     Scope,
     resources,
@@ -48,7 +49,7 @@ from konvergo.sandbox.idp_state import (
     scopes_of,
 )
 from konvergo.sandbox.idp_web import Reply, Request, WebServer, json_reply
-from konvergo.sandbox.tokens import OUTLOOK_RESOURCE, TokenInfo
+from konvergo.sandbox.tokens import IMAP_SCOPE, OUTLOOK_RESOURCE, SMTP_SCOPE, TokenInfo
 from konvergo.sandbox.world import MSA_TENANT_ID, App, Mailbox, Tenant, World
 
 GENERIC_AUTHORITIES = ("common", "organizations", "consumers")
@@ -224,20 +225,30 @@ class IdentityPlatform:
     def mint_access_token(
         self,
         upn: str,
-        scopes: str | Iterable[str],
+        scopes: str | Iterable[str] = (SMTP_SCOPE, IMAP_SCOPE),
         client_id: str | None = None,
-        lifetime: int | None = None,
+        lifetime: float | None = None,
+        *,
+        audience: str = OUTLOOK_RESOURCE,
     ) -> str:
-        """Test helper: an access token as the browser flow would yield, without consent."""
+        """Test helper: an access token as the browser flow would yield, without consent.
+
+        Scopes with a resource (``https://graph.microsoft.com/User.Read``) choose the
+        audience; bare names (``SMTP.Send``) are taken as permissions of ``audience``, unlike
+        at ``/token`` where a bare name means Graph.
+        """
         with self._lock:
             mailbox = self.world.mailbox(upn)
             if mailbox is None:
                 raise KeyError(f"no mailbox {upn!r} in the sandbox world")
             client = client_id or next(iter(self.world.apps))
-            parsed = scopes_of(scopes)
-            resource = (resources(parsed) or [GRAPH_RESOURCE])[0]
+            words = scopes.split() if isinstance(scopes, str) else list(scopes)
+            full = [w if "://" in w or w in OIDC_SCOPES else f"{audience}/{w}" for w in words]
+            parsed = scopes_of(full)
+            resource = (resources(parsed) or [audience])[0]
             names = [s.canonical_name for s in parsed if s.resource == resource]
-            token, _ = self._mint_user(mailbox, client, resource, names, lifetime)
+            seconds = None if lifetime is None else int(lifetime)
+            token, _ = self._mint_user(mailbox, client, resource, names, seconds)
             return token
 
     # --- authority and client ----------------------------------------------------------------
@@ -329,8 +340,11 @@ class IdentityPlatform:
             "upn": mailbox.upn,
             "uti": uuid.uuid4().hex[:22],
             "ver": "1.0",
+            # Microsoft's opaque internal claim; it also gives tokens their real size
+            # (1.5-3 KB), which catches clients with short SMTP/IMAP line or column limits.
+            "aio": idp_tokens.opaque("E2", 480),
         }
-        token = idp_tokens.opaque() if personal else idp_tokens.sign(claims)
+        token = idp_tokens.opaque("EwB", 1600) if personal else idp_tokens.sign(claims)
         record = AccessRecord(
             upn=mailbox.upn,
             tenant_id=mailbox.tenant_id,
@@ -389,9 +403,8 @@ class IdentityPlatform:
             "access_token": token,
         }
         if session.has("offline_access"):
-            value = ("M.C5" if self.world.tenant_of(mailbox).personal else "1.A") + (
-                idp_tokens.opaque("", 300)
-            )
+            prefix = "M.C5" if self.world.tenant_of(mailbox).personal else "1.A"
+            value = idp_tokens.opaque(prefix, 1100)
             self.refresh_tokens[value] = RefreshToken(value, session, self.now())
             body["refresh_token"] = value
         if session.has("openid"):
@@ -523,7 +536,9 @@ class IdentityPlatform:
         record = self.access_tokens[token]
         body: dict[str, Any] = {
             "active": True,
-            "aud": record.aud_claim,
+            # Normalised like introspect() (every Exchange URI is "https://outlook.office.com")
+            # so in-process and HTTP validators agree.
+            "aud": info.audience,
             "scope": " ".join(sorted(info.scopes)),
             "exp": int(info.expires_at),
             "tid": info.tenant_id,
@@ -628,3 +643,35 @@ def _basic_client_id(request: Request) -> str:
 
 def _basic_secret(request: Request) -> str:
     return _basic(request)[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m konvergo.sandbox.idp [--port N] [--world FILE]``: serve until Ctrl-C."""
+    import argparse
+    from pathlib import Path
+
+    from konvergo.sandbox import world as world_module
+
+    parser = argparse.ArgumentParser(description="SANDBOX ONLY: local Microsoft sign-in")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--world", type=Path, default=None, help="TOML world file")
+    parser.add_argument("--access-token-lifetime", type=int, default=None)
+    parser.add_argument("--refresh-grace-seconds", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    platform = IdentityPlatform(
+        world_module.load(args.world),
+        port=args.port,
+        access_token_lifetime=args.access_token_lifetime,
+        refresh_grace_seconds=args.refresh_grace_seconds,
+    ).start()
+    print(f"Sandbox identity platform: {platform.endpoint('common')}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        platform.stop()
+
+
+if __name__ == "__main__":
+    main()

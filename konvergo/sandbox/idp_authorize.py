@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 from konvergo.sandbox import idp_pages as pages
+from konvergo.sandbox import idp_tokens
 from konvergo.sandbox.idp_errors import IdpError, Report
 from konvergo.sandbox.idp_scopes import RESOURCES, expand_default, parse
 from konvergo.sandbox.idp_state import AuthCode, Flow, Session
@@ -317,7 +318,7 @@ class BrowserFlow:
             nonce=flow.nonce,
         )
         # Work-account codes start "0.A", personal ones "M.C", as Microsoft's do.
-        value = ("M.C5" if personal else "0.A") + secrets.token_urlsafe(160)
+        value = idp_tokens.opaque("M.C5" if personal else "0.A", 900)
         self.p.codes[value] = AuthCode(
             value=value,
             session=session,
