@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import importlib
 import ipaddress
 import logging
 import os
@@ -143,6 +142,8 @@ class ConnectionTestResult:
     explanation: str | None = None
     #: True when a real test message was accepted by the server.
     sent: bool = False
+    #: "authorization", "configuration", "temporary" or "permanent" (who must act).
+    failure_class: str | None = None
     error: KonvergoError | None = field(default=None, repr=False, compare=False)
 
 
@@ -579,17 +580,6 @@ def _abandon(smtp: smtplib.SMTP) -> None:
 Explainer = Callable[[str], str | None]
 
 
-def _catalogue_explain() -> Explainer | None:
-    """The error catalogue's ``explain``, when that module is installed."""
-    # Imported by name so this module works before (and without) the catalogue.
-    try:
-        catalogue = importlib.import_module("konvergo.providers.microsoft.catalogue")
-    except ImportError:
-        return None
-    found = getattr(catalogue, "explain", None)
-    return found if callable(found) else None
-
-
 def build_test_message(mail_from: str, rcpt_to: str) -> bytes:
     """A small, plain message for the Test Connection button's optional real send."""
     message = EmailMessage(policy=SMTP_POLICY)
@@ -622,10 +612,10 @@ def test_connection(
     sent. With it, a small real message (``message``, or a default one) is sent to
     ``rcpt_to`` (default ``postmaster@<domain of mail_from>``): only that catches refusals
     given at the end of DATA, such as Exchange's SendAsDenied for a From the mailbox may not
-    use. ``explain`` maps a server reply to advice; by default the error catalogue's.
+    use. ``explain`` maps a server reply to advice; by default the error catalogue's
+    (:mod:`konvergo.providers.microsoft.catalogue`), which every error already carries.
     """
     recipient = rcpt_to or f"postmaster@{mail_from.rpartition('@')[2]}"
-    explainer = explain if explain is not None else _catalogue_explain()
     connection = SmtpConnection(settings, cafile=cafile)
     try:
         if send_test_email:
@@ -634,10 +624,10 @@ def test_connection(
         else:
             connection.probe(mail_from, recipient)
     except SmtpFailure as exc:
-        return _failed_test(exc, exc.stage, exc.reply_code, exc.reply_text, explainer)
+        return _failed_test(exc, exc.stage, exc.reply_code, exc.reply_text, explain)
     except KonvergoError as exc:
         # The token store could not produce a token (revoked grant, no consent ...).
-        return _failed_test(exc, "auth", None, str(exc), explainer)
+        return _failed_test(exc, "auth", None, str(exc), explain)
     finally:
         connection.close()
     return ConnectionTestResult(ok=True, message=SUCCESS_MESSAGE, sent=send_test_email)
@@ -652,15 +642,20 @@ def _failed_test(
     stage: Stage,
     code: int | None,
     text: str,
-    explainer: Explainer | None,
+    explain: Explainer | None,
 ) -> ConnectionTestResult:
     reply = f"{code} {text}".rstrip() if code is not None else text
-    explanation = None
-    if explainer is not None and reply:
+    explanation: str | None = None
+    if explain is None:
+        # Our errors and the token store's carry the catalogue's Explanation already.
+        found = getattr(exc, "explanation", None)
+        explanation = found.summary() if found is not None else None
+    elif reply:
         try:
-            explanation = explainer(reply)
-        except Exception:  # advice is optional; a catalogue bug must not hide the failure
-            logger.exception("The error catalogue failed to explain an SMTP reply")
+            explanation = explain(reply)
+        except Exception:  # advice is optional; a hook's bug must not hide the failure
+            logger.exception("The explain hook failed on an SMTP reply")
+    failure_class = getattr(exc, "failure_class", None)
     return ConnectionTestResult(
         ok=False,
         message=str(exc),
@@ -668,5 +663,6 @@ def _failed_test(
         reply_code=code,
         reply_text=text,
         explanation=explanation,
+        failure_class=failure_class if isinstance(failure_class, str) else None,
         error=exc,
     )

@@ -13,7 +13,7 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from konvergo.errors import (
     AuthorizationError,
@@ -22,6 +22,7 @@ from konvergo.errors import (
     PermanentTransportError,
     TemporaryTransportError,
 )
+from konvergo.providers.microsoft.catalogue import Explanation, FailureClass, explain
 
 Stage = Literal["connect", "starttls", "auth", "mail", "rcpt", "data"]
 
@@ -39,6 +40,9 @@ STAGE_LABELS: Mapping[Stage, str] = {
 class SmtpFailure(KonvergoError):
     """Base of SMTP failures; never raised itself, always one of the subclasses below."""
 
+    #: What the queue does when the catalogue does not know the reply (see failure_class).
+    default_failure_class: ClassVar[FailureClass] = "permanent"
+
     def __init__(
         self,
         message: str,
@@ -49,14 +53,35 @@ class SmtpFailure(KonvergoError):
         refused: Mapping[str, tuple[int, str]] | None = None,
         **context: Any,
     ) -> None:
-        super().__init__(
-            message, stage=stage, reply_code=reply_code, reply_text=reply_text, **context
-        )
+        self._init_kwargs: dict[str, Any] = {
+            "stage": stage,
+            "reply_code": reply_code,
+            "reply_text": reply_text,
+            "refused": dict(refused or {}),
+            **context,
+        }
         self.stage: Stage = stage
         self.reply_code = reply_code
         self.reply_text = reply_text
         #: Recipients the server refused, with its reply to each (RCPT stage).
         self.refused: dict[str, tuple[int, str]] = dict(refused or {})
+        #: The error catalogue's advice for the reply (cause, who must act, fix), if known.
+        self.explanation: Explanation | None = (
+            explain(self.reply, surface="smtp") if reply_code is not None else None
+        )
+        super().__init__(
+            message,
+            stage=stage,
+            reply_code=reply_code,
+            reply_text=reply_text,
+            explanation=self.explanation,
+            **context,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Queue workers pass exceptions between processes; the keyword-only arguments would
+        # be lost by the default pickling of Exception (which replays ``args`` only).
+        return (_rebuild, (type(self), self.message, self._init_kwargs))
 
     @property
     def reply(self) -> str:
@@ -65,21 +90,45 @@ class SmtpFailure(KonvergoError):
             return self.reply_text
         return f"{self.reply_code} {self.reply_text}".rstrip()
 
+    @property
+    def failure_class(self) -> FailureClass:
+        """What the queue should do: the catalogue's verdict on this reply, else the class's.
+
+        The exception class follows the SMTP code (what callers catch); the catalogue can be
+        more precise, e.g. ``535 5.7.139`` (SMTP AUTH disabled) needs a tenant admin, not a
+        reconnect, and ``554 5.2.0 SendAsDenied`` must not be retried but held for an admin.
+        """
+        if self.explanation is not None:
+            return self.explanation.failure_class
+        return self.default_failure_class
+
+
+def _rebuild(cls: type[SmtpFailure], message: str, kwargs: dict[str, Any]) -> SmtpFailure:
+    return cls(message, **kwargs)
+
 
 class SmtpAuthorizationError(SmtpFailure, AuthorizationError):
     """The server refused our credentials (535, 530, 534, or any 5xx to AUTH)."""
+
+    default_failure_class = "authorization"
 
 
 class SmtpTemporaryError(SmtpFailure, TemporaryTransportError):
     """4xx replies, dropped connections and timeouts: the queue may retry later."""
 
+    default_failure_class = "temporary"
+
 
 class SmtpPermanentError(SmtpFailure, PermanentTransportError):
     """5xx replies other than authentication: retrying the same message will not help."""
 
+    default_failure_class = "permanent"
+
 
 class SmtpConfigurationError(SmtpFailure, ConfigurationError):
     """A server setting is wrong (host, port, Connection Encryption, CA); an admin must act."""
+
+    default_failure_class = "configuration"
 
 
 # --- replies -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from konvergo.transports.auth import PasswordAuth, XOAuth2Auth
 from tests.transports.smtp_servers import CannedServer, Encryption, SmtpTestServer
 
 USER = "alice@konvergo.test"
-PASSWORD = "correct horse battery staple"  # noqa: S105 - a test server's password
+PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="session")

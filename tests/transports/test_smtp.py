@@ -246,7 +246,7 @@ class SmtpTransportContract:
     def test_concurrent_connection_limit_is_temporary_without_reconnecting(
         self, server: SmtpTestServer, connect: Callable[..., SmtpConnection], xoauth2: XOAuth2Auth
     ) -> None:
-        """Exchange's 432 4.3.2 is retryable later; opening yet another connection would not help."""
+        """Exchange's 432 4.3.2 is retryable later; another connection would not help now."""
         server.behaviour.mail_reply = EXCHANGE_CONCURRENT
         with pytest.raises(TemporaryTransportError) as caught, connect(xoauth2) as connection:
             connection.send(SENDER, [TO], MESSAGE)

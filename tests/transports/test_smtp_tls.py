@@ -1,0 +1,48 @@
+"""The outgoing TLS context: verification always on, TLS 1.2 or newer, extra CAs only add."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from konvergo.config import reset_config
+from konvergo.errors import ConfigurationError
+from konvergo.security.tls import client_context
+
+
+def test_client_context_requires_a_verified_certificate_for_the_host_name() -> None:
+    """The context demands a certificate chain and checks the host name."""
+    context = client_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+
+
+def test_client_context_refuses_tls_older_than_1_2() -> None:
+    """TLS 1.0 and 1.1 are refused, as Exchange Online does (421 4.7.66)."""
+    assert client_context().minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def test_an_extra_ca_file_adds_to_the_system_store(ca_file: Path) -> None:
+    """A test CA is trusted in addition to the system CAs, not instead of them."""
+    system = len(client_context().get_ca_certs())
+    extended = client_context(cafile=ca_file).get_ca_certs()
+    assert len(extended) == system + 1
+    assert client_context(cafile=ca_file).verify_mode == ssl.CERT_REQUIRED
+
+
+def test_a_ca_bundle_that_is_not_pem_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KONVERGO_CA_BUNDLE pointing at garbage names the setting to fix."""
+    bogus = tmp_path / "bundle.pem"
+    bogus.write_text("not a certificate")
+    monkeypatch.setenv("KONVERGO_CA_BUNDLE", str(bogus))
+    reset_config()
+    try:
+        with pytest.raises(ConfigurationError, match="KONVERGO_CA_BUNDLE"):
+            client_context()
+    finally:
+        monkeypatch.undo()
+        reset_config()
