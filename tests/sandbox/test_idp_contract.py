@@ -268,6 +268,50 @@ def test_account_picker_lists_mailboxes_preselected_by_login_hint(idp: IdentityP
     assert "passwd" in form.fields
 
 
+def test_unknown_account_is_aadsts50034_on_the_sign_in_page(idp: IdentityPlatform) -> None:
+    """An account that is not in the directory stays on the sign-in page with AADSTS50034."""
+    browser = Browser(idp)
+    browser.authorize(TENANT)
+    browser.sign_in("nobody@example.com")
+    assert "AADSTS50034: The user account nobody@example.com does not exist in the " in (
+        browser.text
+    )
+
+
+def test_request_errors_after_the_redirect_uri_check_go_back_to_the_app(
+    idp: IdentityPlatform,
+) -> None:
+    """A bad scope or response_type is redirected with ?error=…&state=, not shown on a page."""
+    browser = Browser(idp)
+    browser.authorize(scope="https://mail.example.org/Send offline_access", state="s1")
+    callback = browser.callback
+    assert callback["error"] == "invalid_resource"
+    assert callback["error_description"].startswith("AADSTS500011: The resource principal ")
+    assert callback["state"] == "s1"
+    browser.authorize(response_type="token", state="s2")
+    assert browser.callback["error"] == "unsupported_response_type"
+    browser.authorize(scope="https://outlook.office.com/SMTP.SendAsApp", state="s3")
+    assert browser.callback["error"] == "invalid_scope"  # an app role is not delegated
+
+
+def test_prompt_none_without_a_session_is_login_required(idp: IdentityPlatform) -> None:
+    """prompt=none cannot show UI, so it comes back with login_required (AADSTS50058)."""
+    browser = Browser(idp)
+    browser.authorize(prompt="none")
+    assert browser.callback["error"] == "login_required"
+
+
+def test_form_post_response_mode_posts_code_and_state_to_the_app(idp: IdentityPlatform) -> None:
+    """response_mode=form_post returns a self-posting form to the redirect URI."""
+    browser = Browser(idp)
+    browser.authorize(response_mode="form_post", state="fp", login_hint="john@example.com")
+    browser.sign_in("john@example.com")
+    browser.consent("Yes")
+    form = browser.forms[0]
+    assert form.action == REDIRECT and form.method == "post"
+    assert form.fields["state"] == "fp" and form.fields["code"].startswith("0.A")
+
+
 # --- 2. redirect URI ----------------------------------------------------------------------------
 def test_redirect_uri_mismatch_is_an_aadsts50011_page_never_a_redirect(
     idp: IdentityPlatform,
@@ -464,7 +508,8 @@ def test_pkce_verifier_mismatch_is_aadsts501481(idp: IdentityPlatform) -> None:
     message = (
         "The Code_Verifier doesn't match the code_challenge supplied in the authorization request."
     )
-    assert_error(redeem(idp, callback["code"], code_verifier="x" * 43), 400, "invalid_grant", 501481, message)  # fmt: skip
+    wrong = redeem(idp, callback["code"], code_verifier="x" * 43)
+    assert_error(wrong, 400, "invalid_grant", 501481, message)
     assert_error(redeem(idp, callback["code"]), 400, "invalid_grant", 501481, message)
 
 
@@ -875,6 +920,24 @@ def test_bare_scope_yields_a_graph_token_exchange_would_refuse(idp: IdentityPlat
     assert body["scope"] == "https://graph.microsoft.com/SMTP.Send"
     assert claims_of(idp, body["access_token"])["aud"] == "https://graph.microsoft.com"
     assert idp.introspect(body["access_token"]).audience == "https://graph.microsoft.com"
+
+
+def test_tokens_have_microsofts_sizes(idp: IdentityPlatform) -> None:
+    """Access tokens are 1.5-3 KB like Microsoft's, so line and column limits get exercised."""
+    body = tokens(idp)
+    assert 1500 <= len(body["access_token"]) <= 3000
+    assert len(body["refresh_token"]) >= 1000
+    personal = idp.mint_access_token("sam@outlook.com", "https://outlook.office.com/SMTP.Send")
+    assert 1500 <= len(personal) <= 3000
+
+
+def test_mint_helper_takes_bare_names_as_outlook_permissions(idp: IdentityPlatform) -> None:
+    """mint_access_token("…", {"SMTP.Send"}) is an Outlook token (the mail tests' helper)."""
+    info = idp.introspect(idp.mint_access_token("jane@example.com", {"SMTP.Send"}, lifetime=30))
+    assert (info.audience, info.scopes) == (OUTLOOK_RESOURCE, {"SMTP.Send"})
+    assert info.expires_at - idp.now() <= 30
+    graph = idp.mint_access_token("jane@example.com", ["https://graph.microsoft.com/Mail.Send"])
+    assert idp.introspect(graph).audience == "https://graph.microsoft.com"
 
 
 def test_personal_account_gets_an_opaque_access_token(idp: IdentityPlatform) -> None:
