@@ -14,12 +14,13 @@ from contextlib import contextmanager
 
 import pytest
 
+from konvergo.sandbox.idp import IdentityPlatform
 from konvergo.sandbox.imap import REPLIES, SandboxImap
 from konvergo.sandbox.smtp import ExchangeSmtpServer
 from konvergo.sandbox.tls import SandboxTLS
 from konvergo.sandbox.tokens import SMTP_SCOPE
 from konvergo.sandbox.world import World
-from tests.sandbox.fixtures_mail import MiniTokenIssuer, bulk_messages, make_message, xoauth2
+from tests.sandbox.fixtures_mail import bulk_messages, make_message, xoauth2
 
 pytestmark = pytest.mark.dovecot
 
@@ -95,7 +96,7 @@ def test_greeting_and_capabilities_are_exchange_s(
 
 
 def test_sasl_ir_authenticate_succeeds_through_dovecot_oauth2_passdb(
-    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """SASL-IR AUTHENTICATE gets 'OK AUTHENTICATE completed.'; Dovecot logs an XOAUTH2 login."""
     token = mail_validator.mint_access_token(JOHN)
@@ -109,7 +110,7 @@ def test_sasl_ir_authenticate_succeeds_through_dovecot_oauth2_passdb(
 
 
 def test_continuation_authenticate_and_post_auth_capabilities_hide_condstore(
-    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """imaplib's '+' continuation form works and CAPABILITY then shows Exchange's list only."""
     client = imap_login(imap_server, sandbox_tls, JOHN, mail_validator.mint_access_token(JOHN))
@@ -125,7 +126,7 @@ def test_continuation_authenticate_and_post_auth_capabilities_hide_condstore(
         client.logout()
 
 
-def _bad_token(issuer: MiniTokenIssuer, case: str) -> str:
+def _bad_token(issuer: IdentityPlatform, case: str) -> str:
     if case == "expired":
         token = issuer.mint_access_token(JOHN, lifetime=30)
         issuer.advance_clock(31)
@@ -141,7 +142,7 @@ def _bad_token(issuer: MiniTokenIssuer, case: str) -> str:
 
 @pytest.mark.parametrize("case", ["expired", "unknown", "graph_audience", "smtp_only_scope"])
 def test_unacceptable_token_gets_no_authenticate_failed(
-    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer, case: str
+    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform, case: str
 ) -> None:
     """Expired, unknown, non-Outlook or IMAP-scope-less tokens get 'NO AUTHENTICATE failed.'."""
     token = _bad_token(mail_validator, case)
@@ -154,7 +155,7 @@ def test_unacceptable_token_gets_no_authenticate_failed(
 def test_imap_disabled_mailbox_gets_no_authenticate_failed(
     imap_server: SandboxImap,
     sandbox_tls: SandboxTLS,
-    mail_validator: MiniTokenIssuer,
+    mail_validator: IdentityPlatform,
     mail_world: World,
 ) -> None:
     """A valid token for a mailbox with ImapEnabled off is refused (imaplib raises)."""
@@ -170,7 +171,7 @@ def test_password_login_is_refused(imap_server: SandboxImap, sandbox_tls: Sandbo
 
 
 def test_token_of_another_user_is_authenticated_but_not_connected(
-    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """user= a mailbox the token's owner cannot open: OK, then BAD not connected, BYE, close."""
     token = mail_validator.mint_access_token(JOHN)
@@ -187,7 +188,7 @@ def test_token_of_another_user_is_authenticated_but_not_connected(
 def test_full_access_delegate_opens_the_shared_mailbox(
     imap_server: SandboxImap,
     sandbox_tls: SandboxTLS,
-    mail_validator: MiniTokenIssuer,
+    mail_validator: IdentityPlatform,
     mail_world: World,
 ) -> None:
     """With FullAccess, user=<shared mailbox> and the delegate's token open the shared INBOX."""
@@ -202,7 +203,7 @@ def test_full_access_delegate_opens_the_shared_mailbox(
 
 
 def test_session_gets_bye_when_its_token_expires_during_idle(
-    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """An IDLE session is ended with '* BYE Session invalidated - AccessTokenExpired' at expiry."""
     token = mail_validator.mint_access_token(JOHN, lifetime=600)
@@ -217,7 +218,7 @@ def test_session_gets_bye_when_its_token_expires_during_idle(
 
 
 def test_first_command_after_expiry_gets_the_bye(
-    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """A command sent after the token expired is not run; the session ends with the BYE."""
     token = mail_validator.mint_access_token(JOHN, lifetime=600)
@@ -230,7 +231,7 @@ def test_first_command_after_expiry_gets_the_bye(
 
 
 def test_throttled_mailbox_gets_exchange_backoff_reply(
-    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """The throttle knob answers 'BAD Request is throttled. Suggested Backoff Time: <ms> ...'."""
     token = mail_validator.mint_access_token(JOHN)
@@ -245,7 +246,7 @@ def test_throttled_mailbox_gets_exchange_backoff_reply(
 
 
 def test_connections_beyond_the_per_mailbox_cap_are_not_connected(
-    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """Past max_connections_per_mailbox a new session is authenticated but not connected."""
     imap_server.max_connections_per_mailbox = 2
@@ -262,7 +263,7 @@ def test_connections_beyond_the_per_mailbox_cap_are_not_connected(
 
 
 def test_populated_mailbox_is_fetched_by_uid_in_delivery_order(
-    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """populate() puts 1,000 messages in a mailbox at once; UID FETCH returns them in order."""
     started = time.monotonic()
@@ -280,7 +281,7 @@ def test_populated_mailbox_is_fetched_by_uid_in_delivery_order(
 
 
 def test_reset_uidvalidity_gives_the_folder_a_new_uidvalidity(
-    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    imap_server: SandboxImap, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """reset_uidvalidity() ends open sessions and the next SELECT reports a new UIDVALIDITY."""
     imap_server.populate(JOHN, bulk_messages(JOHN, 3))
@@ -304,7 +305,7 @@ def test_reset_uidvalidity_gives_the_folder_a_new_uidvalidity(
 def test_mail_sent_over_smtp_is_read_back_over_imap(
     mail_sandbox: tuple[ExchangeSmtpServer, SandboxImap],
     sandbox_tls: SandboxTLS,
-    mail_validator: MiniTokenIssuer,
+    mail_validator: IdentityPlatform,
 ) -> None:
     """Mail John submits to Jane arrives byte-for-byte in her INBOX and in his Sent Items."""
     smtp_server, imap_server = mail_sandbox
@@ -332,7 +333,7 @@ def test_mail_sent_over_smtp_is_read_back_over_imap(
 
 
 def test_whole_mail_sandbox_starts_quickly(
-    mail_world: World, mail_validator: MiniTokenIssuer, tmp_path_factory: pytest.TempPathFactory
+    mail_world: World, mail_validator: IdentityPlatform, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """CA, Dovecot with its proxy, and the SMTP server are all up in well under 3 seconds."""
     import shutil

@@ -12,12 +12,13 @@ from contextlib import contextmanager
 
 import pytest
 
+from konvergo.sandbox.idp import IdentityPlatform
 from konvergo.sandbox.imap import parse_xoauth2
 from konvergo.sandbox.smtp import ExchangeSmtpServer
 from konvergo.sandbox.tls import SandboxTLS
 from konvergo.sandbox.tokens import IMAP_SCOPE, SMTP_SCOPE
 from konvergo.sandbox.world import World
-from tests.sandbox.fixtures_mail import MiniTokenIssuer, make_message, xoauth2
+from tests.sandbox.fixtures_mail import make_message, xoauth2
 
 JOHN = "john@example.com"
 DIAG = r"\[\S+\.outlook\.office365\.com \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [0-9A-F]{16}\]"
@@ -104,7 +105,7 @@ def test_banner_text_is_exchange_service_ready(smtp_server: ExchangeSmtpServer) 
 
 
 def test_xoauth2_inline_initial_response_with_real_sized_token_authenticates(
-    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """AUTH XOAUTH2 with the initial response inline (over 512 octets) gets 235 2.7.0."""
     token = mail_validator.mint_access_token(JOHN)
@@ -114,7 +115,7 @@ def test_xoauth2_inline_initial_response_with_real_sized_token_authenticates(
 
 
 def test_xoauth2_after_334_continuation_authenticates(
-    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """AUTH XOAUTH2 without initial response is answered '334 ' and then accepts the token."""
     token = mail_validator.mint_access_token(JOHN)
@@ -161,7 +162,7 @@ SMTP_AUTH_DISABLED = (
 
 
 def test_tenant_with_smtp_auth_disabled_refuses_a_valid_token(
-    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """A mailbox of a tenant with SMTP AUTH off gets 535 5.7.139 SmtpClientAuthentication..."""
     upn = "alice@locked.example.net"
@@ -183,7 +184,7 @@ def test_switch_is_checked_before_the_token(
 def test_mailbox_switch_overrides_the_tenant_switch(
     smtp_server: ExchangeSmtpServer,
     sandbox_tls: SandboxTLS,
-    mail_validator: MiniTokenIssuer,
+    mail_validator: IdentityPlatform,
     mail_world: World,
 ) -> None:
     """The Authenticated SMTP setting of a mailbox overrides the tenant switch, both ways."""
@@ -197,7 +198,7 @@ def test_mailbox_switch_overrides_the_tenant_switch(
     assert code == 535 and re.fullmatch(SMTP_AUTH_DISABLED, text.decode())
 
 
-def _token_case(issuer: MiniTokenIssuer, case: str) -> tuple[str, str]:
+def _token_case(issuer: IdentityPlatform, case: str) -> tuple[str, str]:
     """(user=, token) for each way a token can be unacceptable to Exchange (E-23)."""
     if case == "expired":
         token = issuer.mint_access_token(JOHN, lifetime=60)
@@ -221,7 +222,7 @@ def _token_case(issuer: MiniTokenIssuer, case: str) -> tuple[str, str]:
 def test_unacceptable_token_gets_535_5_7_3(
     smtp_server: ExchangeSmtpServer,
     sandbox_tls: SandboxTLS,
-    mail_validator: MiniTokenIssuer,
+    mail_validator: IdentityPlatform,
     case: str,
 ) -> None:
     """Expired, unknown, wrong-audience, SMTP.Send-less or foreign-mailbox tokens get 535 5.7.3."""
@@ -244,7 +245,7 @@ def test_malformed_xoauth2_string_gets_535_5_7_3(
 def test_delegate_with_full_access_may_authenticate_as_shared_mailbox(
     smtp_server: ExchangeSmtpServer,
     sandbox_tls: SandboxTLS,
-    mail_validator: MiniTokenIssuer,
+    mail_validator: IdentityPlatform,
     mail_world: World,
 ) -> None:
     """A user with FullAccess on a shared mailbox authenticates with user=<shared address>."""
@@ -267,7 +268,7 @@ def test_mail_from_without_auth_gets_530_5_7_57(
 
 
 def test_fourth_concurrent_session_of_a_mailbox_gets_432(
-    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """Three sessions per mailbox are allowed; the fourth gets 432 4.3.2 until one ends."""
     token = mail_validator.mint_access_token(JOHN)
@@ -308,7 +309,7 @@ SEND_AS_DENIED = (
 
 
 def test_header_from_without_send_as_is_refused_at_end_of_data(
-    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """A From: header naming another mailbox gets 554 5.2.252 SendAsDenied after DATA."""
     with connect(smtp_server, sandbox_tls) as client:
@@ -325,7 +326,7 @@ def test_header_from_without_send_as_is_refused_at_end_of_data(
 
 
 def test_envelope_sender_without_send_as_is_refused(
-    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """An envelope MAIL FROM naming another address is refused even when the header is right."""
     with connect(smtp_server, sandbox_tls) as client:
@@ -342,7 +343,7 @@ def test_envelope_sender_without_send_as_is_refused(
 def test_send_as_grant_allows_other_from_and_mail_is_recorded(
     smtp_server: ExchangeSmtpServer,
     sandbox_tls: SandboxTLS,
-    mail_validator: MiniTokenIssuer,
+    mail_validator: IdentityPlatform,
     mail_world: World,
 ) -> None:
     """With SendAs on the From address the message is queued and recorded with its submitter."""
@@ -361,7 +362,7 @@ def test_send_as_grant_allows_other_from_and_mail_is_recorded(
 
 
 def test_more_than_30_messages_a_minute_are_delayed_and_counted(
-    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: MiniTokenIssuer
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
 ) -> None:
     """The 31st message in a minute is accepted late and counted; a minute later it is not."""
     raw = make_message(JOHN, "x@external.test")
