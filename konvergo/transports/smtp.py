@@ -60,6 +60,7 @@ __all__ = [
     "SmtpSettings",
     "SmtpTemporaryError",
     "Stage",
+    "build_test_message",
     "normalize_line_endings",
     "test_connection",
 ]
