@@ -27,6 +27,7 @@ class GeneralSettingsInput:
     outlook_client_id: str
     outlook_client_secret: str
     outlook_client_secret_expires: dt.date | None
+    mass_mailing_server_id: int | None = None
 
 
 def save_general_settings(data: GeneralSettingsInput, actor: object = None) -> MailSettings:
@@ -62,9 +63,15 @@ def save_general_settings(data: GeneralSettingsInput, actor: object = None) -> M
             settings.outlook_client_secret = new_secret
             settings.outlook_client_secret_set_at = timezone.now()
         settings.outlook_client_secret_expires = data.outlook_client_secret_expires
+        settings.mass_mailing_server_id = data.mass_mailing_server_id
         settings.save()
         if base_url:
             parameters.set_value("web.base.url", base_url)
+        if new_secret:
+            from konvergo.services.oauth.tokens import credentials_changed
+
+            # A new secret needs no reconnect: grants broken by the old one try again.
+            credentials_changed()
         AuditEvent.record(
             "settings.general.saved",
             "mail settings",

@@ -17,6 +17,10 @@ def konvergo(request: HttpRequest) -> dict[str, Any]:
         from konvergo.web.banners import admin_banners
 
         banners = admin_banners()
+    if getattr(user, "is_authenticated", False):
+        from konvergo.services.oauth.alerts import banners_for
+
+        banners += banners_for(user)
     return {
         "is_admin": admin,
         "developer_mode": bool(admin and getattr(user, "developer_mode", False)),

@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from konvergo.web.api.urls import api_urls
-from konvergo.web.views import general, home, parameters, users
+from konvergo.web.views import general, home, incoming, my, oauth, outgoing, parameters, users
 
 urlpatterns = [
     path("", home.home, name="home"),
@@ -22,5 +22,23 @@ urlpatterns = [
         parameters.parameter_delete,
         name="parameter-delete",
     ),
+    path("settings/outgoing-servers", outgoing.server_list, name="outgoing-servers"),
+    path("settings/outgoing-servers/new", outgoing.server_form, name="outgoing-server-new"),
+    path("settings/outgoing-servers/<int:pk>", outgoing.server_form, name="outgoing-server"),
+    path("settings/outgoing-servers/<int:pk>/test", outgoing.test_connection, name="outgoing-test"),
+    path("settings/outgoing-servers/<int:pk>/delete", outgoing.delete, name="outgoing-delete"),
+    path("settings/incoming-servers", incoming.server_list, name="incoming-servers"),
+    path("settings/incoming-servers/new", incoming.server_form, name="incoming-server-new"),
+    path("settings/incoming-servers/<int:pk>", incoming.server_form, name="incoming-server"),
+    path("settings/incoming-servers/<int:pk>/confirm", incoming.test_and_confirm, name="incoming-confirm"),
+    path("settings/incoming-servers/<int:pk>/fetch", incoming.fetch_now, name="incoming-fetch"),
+    path("settings/incoming-servers/<int:pk>/reset", incoming.reset_confirmation, name="incoming-reset"),
+    path("settings/incoming-servers/<int:pk>/delete", incoming.delete, name="incoming-delete"),
+    path("settings/<str:kind>-servers/<int:pk>/consent-link", oauth.create_link, name="consent-link-create"),
+    path("microsoft_outlook/connect/<str:kind>/<int:pk>", oauth.connect_view, name="outlook-connect"),
+    path("microsoft_outlook/disconnect/<str:kind>/<int:pk>", oauth.disconnect, name="outlook-disconnect"),
+    path("microsoft_outlook/confirm", oauth.confirm, name="outlook-confirm"),
+    path("microsoft_outlook/link/<str:token>", oauth.consent_link, name="consent-link"),
+    path("my/servers", my.my_servers, name="my-servers"),
     path("api/v1/", api_urls),
 ]

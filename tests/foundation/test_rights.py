@@ -14,6 +14,12 @@ SETTINGS_PAGES = [
     ("post", "/settings/users/new"),
     ("get", "/settings/technical/parameters"),
     ("post", "/settings/technical/parameters"),
+    ("get", "/settings/outgoing-servers"),
+    ("get", "/settings/outgoing-servers/new"),
+    ("post", "/settings/outgoing-servers/new"),
+    ("get", "/settings/incoming-servers"),
+    ("get", "/settings/incoming-servers/new"),
+    ("post", "/settings/incoming-servers/new"),
 ]
 
 

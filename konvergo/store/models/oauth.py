@@ -39,6 +39,8 @@ class OAuthGrant(models.Model):
     consecutive_failures = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     last_error_code = models.CharField(max_length=32, blank=True, default="")
+    #: "authorization" (reconnect), "configuration" (an admin fixes the app), "temporary".
+    failure_class = models.CharField(max_length=16, blank=True, default="")
     last_error_fix = models.TextField(blank=True, default="")
     alerted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -15,7 +15,7 @@ from konvergo.services.mailsettings import (
     save_general_settings,
     secret_expiry_warning,
 )
-from konvergo.store.models import AuditEvent, MailSettings
+from konvergo.store.models import AuditEvent, MailSettings, OutgoingServer
 from konvergo.web.access import admin_required
 
 
@@ -40,6 +40,14 @@ class GeneralSettingsForm(forms.Form):
             attrs={"autocomplete": "new-password", "placeholder": "Value of your client secret"},
         ),
     )
+    mass_mailing_server = forms.ModelChoiceField(
+        queryset=OutgoingServer.objects.filter(active=True),
+        required=False,
+        label="Dedicated Server",
+        empty_label="(none: mass mailings route like any other mail)",
+        help_text="Mass mailings always use this server and keep their From; its FROM "
+        "Filtering may stay empty.",
+    )
     outlook_client_secret_expires = forms.DateField(
         required=False,
         label="Client Secret expires on",
@@ -62,6 +70,9 @@ def general_settings(request: HttpRequest) -> HttpResponse:
                         outlook_client_id=data["outlook_client_id"],
                         outlook_client_secret=data["outlook_client_secret"],
                         outlook_client_secret_expires=data["outlook_client_secret_expires"],
+                        mass_mailing_server_id=(
+                            data["mass_mailing_server"].pk if data["mass_mailing_server"] else None
+                        ),
                     ),
                     actor=request.user,
                 )
@@ -78,6 +89,7 @@ def general_settings(request: HttpRequest) -> HttpResponse:
                 "base_url": parameters.base_url(),
                 "outlook_client_id": settings.outlook_client_id,
                 "outlook_client_secret_expires": settings.outlook_client_secret_expires,
+                "mass_mailing_server": settings.mass_mailing_server_id,
             }
         )
     return render(

@@ -1,0 +1,147 @@
+"""Settings → Incoming Mail Servers (list, form, Test and Confirm, Fetch Now)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from konvergo.errors import KonvergoError, ValidationFailed
+from konvergo.services import servers as server_service
+from konvergo.services.oauth import tokens
+from konvergo.store.models import AuditEvent, IncomingServer
+from konvergo.web.access import admin_required
+from konvergo.web.views.servers_common import outlook_block, token_label
+
+
+class IncomingServerForm(forms.ModelForm):  # type: ignore[type-arg]
+    password = forms.CharField(
+        required=False,
+        label="Password",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="IMAP Server only. Write-only: leave empty to keep the stored password.",
+    )
+
+    class Meta:
+        model = IncomingServer
+        fields = [
+            "name",
+            "server_type",
+            "host",
+            "port",
+            "ssl",
+            "username",
+            "folders",
+            "create_record",
+            "owner",
+            "active",
+            "poll_interval",
+            "mark_read",
+            "fetch_since",
+        ]
+        widgets = {
+            "server_type": forms.RadioSelect,
+            "fetch_since": forms.DateInput(attrs={"type": "date"}),
+        }
+
+
+@admin_required
+def server_list(request: HttpRequest) -> HttpResponse:
+    rows = []
+    for server in IncomingServer.objects.select_related("owner", "grant"):
+        css, label = token_label(server)
+        rows.append({"server": server, "token_css": css, "token_label": label})
+    return render(request, "konvergo/servers/incoming_list.html", {"rows": rows})
+
+
+@admin_required
+def server_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    server = get_object_or_404(IncomingServer, pk=pk) if pk else None
+    form = IncomingServerForm(request.POST or None, instance=server)
+    if server is not None and server.state == IncomingServer.State.DONE:
+        # Like Odoo: a confirmed server's connection settings are frozen until reset.
+        for name in ("server_type", "host", "port", "ssl", "username"):
+            form.fields[name].disabled = True
+    if request.method == "POST" and form.is_valid():
+        candidate: IncomingServer = form.save(commit=False)
+        new_password = form.cleaned_data["password"]
+        was_outlook = server is not None and IncomingServer.objects.get(pk=server.pk).server_type == "outlook"
+        try:
+            server_service.clean_incoming(candidate, new_password)
+        except ValidationFailed as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            with transaction.atomic():
+                if new_password:
+                    candidate.password = new_password
+                if was_outlook and candidate.server_type != "outlook" and candidate.grant:
+                    tokens.disconnect(candidate.grant)
+                candidate.save()
+                AuditEvent.record("server.saved", f"incoming:{candidate.pk}", "", request.user)
+            messages.success(request, f"Saved {candidate.name}.")
+            return redirect("incoming-server", pk=candidate.pk)
+    context: dict[str, Any] = {"form": form, "server": server}
+    if server is not None:
+        context["outlook"] = outlook_block(server, "incoming", request.user)
+        context["quarantined"] = server.quarantinedmessage_set.count()
+    return render(request, "konvergo/servers/incoming_form.html", context)
+
+
+def _intake_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    server = get_object_or_404(IncomingServer, pk=pk)
+    try:
+        from konvergo.services import intake
+    except ImportError:
+        messages.error(request, "Incoming mail is not available in this build.")
+        return redirect("incoming-server", pk=pk)
+    try:
+        result = getattr(intake, action)(server)
+    except KonvergoError as exc:
+        explanation = getattr(exc, "explanation", None)
+        fix = f" — {explanation.summary()}" if explanation is not None else ""
+        messages.error(request, f"{exc}{fix}")
+    else:
+        message = getattr(result, "message", None) or str(result or "Done.")
+        ok = getattr(result, "ok", True)
+        (messages.success if ok else messages.error)(request, message)
+    AuditEvent.record(f"server.{action}", f"incoming:{pk}", "", request.user)
+    return redirect("incoming-server", pk=pk)
+
+
+@require_POST
+@admin_required
+def test_and_confirm(request: HttpRequest, pk: int) -> HttpResponse:
+    return _intake_action(request, pk, "test_and_confirm")
+
+
+@require_POST
+@admin_required
+def fetch_now(request: HttpRequest, pk: int) -> HttpResponse:
+    return _intake_action(request, pk, "fetch_now")
+
+
+@require_POST
+@admin_required
+def reset_confirmation(request: HttpRequest, pk: int) -> HttpResponse:
+    server = get_object_or_404(IncomingServer, pk=pk)
+    server.state = IncomingServer.State.DRAFT
+    server.save(update_fields=["state"])
+    messages.success(request, "Reset to Not Confirmed.")
+    return redirect("incoming-server", pk=pk)
+
+
+@require_POST
+@admin_required
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
+    server = get_object_or_404(IncomingServer, pk=pk)
+    if server.grant:
+        tokens.disconnect(server.grant)
+    AuditEvent.record("server.deleted", f"incoming:{pk}", server.name, request.user)
+    server.delete()
+    messages.success(request, f"Deleted {server.name}.")
+    return redirect("incoming-servers")

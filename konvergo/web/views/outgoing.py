@@ -1,0 +1,119 @@
+"""Settings → Outgoing Email Servers (list, form, Test Connection)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from konvergo.errors import ValidationFailed
+from konvergo.services import servers as server_service
+from konvergo.services.oauth import tokens
+from konvergo.store.models import AuditEvent, OutgoingServer
+from konvergo.web.access import admin_required
+from konvergo.web.views.servers_common import outlook_block, token_label
+
+
+class OutgoingServerForm(forms.ModelForm):  # type: ignore[type-arg]
+    password = forms.CharField(
+        required=False,
+        label="Password",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only: leave empty to keep the stored password.",
+    )
+
+    class Meta:
+        model = OutgoingServer
+        fields = [
+            "name",
+            "priority",
+            "from_filter",
+            "auth_type",
+            "smtp_host",
+            "smtp_port",
+            "encryption",
+            "username",
+            "owner",
+            "active",
+            "mass_mailing_only",
+            "max_sessions",
+            "messages_per_minute",
+        ]
+        widgets = {
+            "auth_type": forms.RadioSelect,
+            "encryption": forms.RadioSelect,
+            "from_filter": forms.TextInput(
+                attrs={"placeholder": "e.g. email@domain.com, domain.com"}
+            ),
+            "name": forms.TextInput(attrs={"placeholder": "e.g. My Outgoing Server"}),
+        }
+
+
+@admin_required
+def server_list(request: HttpRequest) -> HttpResponse:
+    rows = []
+    for server in OutgoingServer.objects.select_related("owner", "grant"):
+        css, label = token_label(server)
+        rows.append({"server": server, "token_css": css, "token_label": label})
+    return render(request, "konvergo/servers/outgoing_list.html", {"rows": rows})
+
+
+@admin_required
+def server_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    server = get_object_or_404(OutgoingServer, pk=pk) if pk else None
+    form = OutgoingServerForm(request.POST or None, instance=server)
+    if request.method == "POST" and form.is_valid():
+        candidate: OutgoingServer = form.save(commit=False)
+        new_password = form.cleaned_data["password"]
+        was_outlook = server is not None and OutgoingServer.objects.get(pk=server.pk).auth_type == "outlook"
+        try:
+            server_service.clean_outgoing(candidate, new_password)
+        except ValidationFailed as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            with transaction.atomic():
+                if new_password:
+                    candidate.password = new_password
+                if was_outlook and candidate.auth_type != "outlook" and candidate.grant:
+                    # Leaving Outlook: the tokens must not linger (Odoo only clears them in
+                    # the browser, weakness 7).
+                    tokens.disconnect(candidate.grant)
+                candidate.save()
+                AuditEvent.record("server.saved", f"outgoing:{candidate.pk}", "", request.user)
+            messages.success(request, f"Saved {candidate.name}.")
+            return redirect("outgoing-server", pk=candidate.pk)
+    context: dict[str, Any] = {"form": form, "server": server}
+    if server is not None:
+        context["outlook"] = outlook_block(server, "outgoing", request.user)
+    return render(request, "konvergo/servers/outgoing_form.html", context)
+
+
+@require_POST
+@admin_required
+def test_connection(request: HttpRequest, pk: int) -> HttpResponse:
+    server = get_object_or_404(OutgoingServer, pk=pk)
+    outcome = server_service.run_smtp_test(
+        server, send_to=request.POST.get("send_to", "").strip(), actor=request.user
+    )
+    if outcome.ok:
+        messages.success(request, outcome.message)
+    else:
+        messages.error(request, outcome.message + (f" — {outcome.fix}" if outcome.fix else ""))
+    return redirect("outgoing-server", pk=pk)
+
+
+@require_POST
+@admin_required
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
+    server = get_object_or_404(OutgoingServer, pk=pk)
+    if server.grant:
+        tokens.disconnect(server.grant)
+    AuditEvent.record("server.deleted", f"outgoing:{pk}", server.name, request.user)
+    server.delete()
+    messages.success(request, f"Deleted {server.name}.")
+    return redirect("outgoing-servers")
