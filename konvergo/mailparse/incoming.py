@@ -1,0 +1,451 @@
+"""Parsing raw incoming mail into a :class:`ParsedMessage`.
+
+The stdlib ``email`` package with ``policy.default`` does the MIME work; this module decides
+what to keep and makes every value safe to store: no lone surrogates, no NUL characters,
+lengths that fit the ``Message``/``Attachment`` columns, sanitised HTML. Anything short of
+"these bytes are not a message at all" is parsed as well as possible and the problems are
+listed in ``ParsedMessage.defects``; only :class:`UnparseableMessage` is ever raised.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.feedparser import BytesFeedParser
+from email.header import decode_header, make_header
+from email.message import EmailMessage, Message
+from email.utils import getaddresses, parsedate_to_datetime
+
+from konvergo.mailparse.charsets import decode_bytes, repair
+from konvergo.mailparse.errors import UnparseableMessage
+from konvergo.mailparse.html import html_to_text, sanitize_html
+from konvergo.mailparse.ids import extract_ids, normalize_message_id, synthetic_message_id
+from konvergo.mailparse.reports import DeliveryReport, read_report
+
+# Threading looks at the newest ids only; older ones add cost, not precision (Odoo: 32).
+MAX_REFERENCES = 32
+
+# Column sizes of konvergo.store.models.inbox (Message/Attachment).
+_MAX_HEADER_TEXT = 998
+_MAX_ATTACHMENT_FIELD = 255
+
+# Feeding the parser in slices means the whole message never exists a second time as one
+# str (the parser decodes what it is fed); 1 MiB keeps the per-call overhead negligible.
+_FEED_CHUNK = 1 << 20
+_MAX_DEPTH = 50
+
+# Header fields of which at least one must be present for bytes to count as a message.
+_MESSAGE_FIELDS = frozenset(
+    {
+        "from", "sender", "to", "cc", "bcc", "subject", "date", "message-id", "received",
+        "return-path", "delivered-to", "reply-to", "in-reply-to", "references",
+        "mime-version", "content-type", "x-original-to", "resent-to", "resent-from",
+    }
+)  # fmt: skip
+
+_EXTENSIONS = {
+    "text/plain": ".txt",
+    "text/html": ".html",
+    "text/calendar": ".ics",
+    "text/csv": ".csv",
+    "message/rfc822": ".eml",
+    "message/global": ".eml",
+    "message/delivery-status": ".txt",
+    "text/rfc822-headers": ".txt",
+    "application/pdf": ".pdf",
+    "application/zip": ".zip",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+}
+# Names senders' software gets wrong, mapped to what they mean.
+_CONTENT_TYPE_FIXES = {"binary/octet-stream": "application/octet-stream"}
+
+_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+_FILENAME_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+# Message/Attachment values go to PostgreSQL text columns, which refuse NUL.
+_NUL = "\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedAttachment:
+    """A non-body part of a message.
+
+    ``content_id`` is stored without angle brackets, exactly as HTML refers to it
+    (``<img src="cid:...">``); ``inline`` is true for parts with a Content-ID that are not
+    marked ``Content-Disposition: attachment`` (images embedded in the HTML body).
+    """
+
+    filename: str
+    content_type: str
+    content: bytes = field(repr=False)
+    size: int
+    content_id: str = ""
+    inline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    """Everything Konvergo keeps from an incoming message; every text is safe to store.
+
+    Address fields come in two forms: bare addresses (lower-case ``user@domain``), used for
+    matching, and ``*_text`` display forms (``Name <user@domain>, ...``) for people.
+    """
+
+    message_id: str
+    message_id_synthetic: bool
+    subject: str
+    from_address: str
+    from_email: str
+    reply_to: tuple[str, ...]
+    to: tuple[str, ...]
+    to_text: str
+    cc: tuple[str, ...]
+    cc_text: str
+    delivered_to: tuple[str, ...]
+    recipients: tuple[str, ...]
+    date: datetime | None
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    body_text: str
+    body_html: str
+    attachments: tuple[ParsedAttachment, ...]
+    defects: tuple[str, ...]
+    content_type: str
+    report: DeliveryReport | None = None
+
+
+class _Defects:
+    """Ordered, de-duplicated defect descriptions."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, text: str) -> None:
+        if text not in self.items:
+            self.items.append(text)
+
+    def extend(self, defects: object, where: str = "") -> None:
+        for defect in defects if isinstance(defects, list | tuple) else ():
+            detail = str(defect)
+            label = type(defect).__name__ + (f": {detail}" if detail else "")
+            self.add(f"{where}{label}" if where else label)
+
+
+def _clean(text: str) -> str:
+    return repair(text).replace(_NUL, "")
+
+
+def _read(raw: bytes) -> EmailMessage:
+    parser = BytesFeedParser(policy=policy.default)
+    view = memoryview(raw)
+    for start in range(0, len(view), _FEED_CHUNK):
+        parser.feed(bytes(view[start : start + _FEED_CHUNK]))
+    message = parser.close()
+    assert isinstance(message, EmailMessage)  # guaranteed by policy.default's factory
+    return message
+
+
+def _raw_value(message: Message, name: str) -> str | None:
+    for key, value in message.raw_items():
+        if key.lower() == name.lower():
+            return str(value)
+    return None
+
+
+def _header_text(message: Message, name: str, defects: _Defects) -> str | None:
+    """Return the decoded value of the first ``name`` field, or None when absent."""
+    try:
+        value = message.get(name)
+    except Exception as exc:  # the stdlib header parser has crashed on hostile input
+        defects.add(f"{name}: unreadable header ({type(exc).__name__})")
+        raw = _raw_value(message, name)
+        if raw is None:
+            return None
+        try:
+            return _clean(str(make_header(decode_header(raw))))
+        except Exception:
+            return _clean(raw)
+    if value is None:
+        return None
+    defects.extend(getattr(value, "defects", ()), f"{name}: ")
+    return _clean(str(value))
+
+
+def _format_address(name: str, address: str) -> str:
+    if not name:
+        return address
+    if _SPECIALS.search(name):
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        name = f'"{escaped}"'
+    return f"{name} <{address}>"
+
+
+def _addresses(message: Message, name: str, defects: _Defects) -> list[tuple[str, str]]:
+    """Return ``(display name, bare address)`` for every address in every ``name`` field."""
+    result: list[tuple[str, str]] = []
+    try:
+        headers = message.get_all(name) or []
+        pairs: list[tuple[str, str]] = []
+        for header in headers:
+            defects.extend(getattr(header, "defects", ()), f"{name}: ")
+            # policy.default makes address fields AddressHeader objects (typeshed says str).
+            addresses = getattr(header, "addresses", None)
+            if addresses is None:
+                raise TypeError(f"{name} is not an address header")
+            pairs.extend((a.display_name, a.addr_spec) for a in addresses)
+    except Exception as exc:  # fall back to the lenient stdlib splitter
+        defects.add(f"{name}: unreadable address list ({type(exc).__name__})")
+        raws = [value for key, value in message.raw_items() if key.lower() == name.lower()]
+        pairs = getaddresses([str(value) for value in raws])
+    for display, spec in pairs:
+        bare = _clean(spec).strip().lower()
+        # Groups like "undisclosed-recipients:;" and broken fragments carry no mailbox.
+        if "@" not in bare or " " in bare:
+            continue
+        result.append((_clean(display).strip(), bare))
+    return result
+
+
+def _unique(values: Iterator[str] | list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+def _parse_date(value: str | None, defects: _Defects) -> datetime | None:
+    if not value:
+        return None
+    parsed: datetime | None = None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # Some software writes ISO 8601; anything else really is unparsable.
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            defects.add(f"Date: unparsable value {value[:80]!r}")
+            return None
+    if parsed.tzinfo is None:
+        # RFC 5322 "-0000" (and ISO without offset): no zone known, UTC is the least wrong.
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        defects.add(f"Date: out of range {value[:80]!r}")
+        return None
+
+
+def _leaves(part: Message, defects: _Defects, depth: int = 0) -> Iterator[Message]:
+    """Yield the non-multipart parts in order; message/* parts are leaves (kept whole)."""
+    if part.get_content_maintype() != "multipart":
+        yield part
+        return
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        # A multipart whose boundary never appears: the parser keeps the body as text.
+        yield part
+        return
+    if depth >= _MAX_DEPTH:
+        defects.add(f"MIME nesting deeper than {_MAX_DEPTH} levels; inner parts ignored")
+        return
+    for sub in payload:
+        if isinstance(sub, Message):
+            yield from _leaves(sub, defects, depth + 1)
+
+
+def _payload_bytes(part: Message) -> bytes:
+    """Return the transfer-decoded bytes of a leaf part."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        # message/* parts: the embedded message(s), re-serialised without refolding.
+        return b"".join(
+            sub.as_bytes(policy=policy.default.clone(refold_source="none"))
+            for sub in payload
+            if isinstance(sub, Message)
+        )
+    cte = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if cte == "base64" and isinstance(payload, str):
+        # binascii decodes the str directly, skipping the bytes copy and the split/join
+        # into lines that Message.get_payload(decode=True) makes: for a 25 MB attachment
+        # that is the difference between one and four extra copies.
+        try:
+            return binascii.a2b_base64(payload)
+        except (binascii.Error, ValueError):
+            pass  # padding damage or 8-bit junk: the stdlib decoder is more forgiving
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def _part_text(part: Message) -> str:
+    try:
+        charset = part.get_content_charset()
+    except Exception:  # a malformed charset parameter is just unknown
+        charset = None
+    text = decode_bytes(_payload_bytes(part), charset)
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace(_NUL, "")
+
+
+def _safe_filename(name: str) -> str:
+    name = _FILENAME_UNSAFE.sub("", _clean(name))
+    # Keep the last path component only: "../../etc/passwd" or "C:\\x\\y.doc" are names
+    # a sender chose, not places to write to.
+    name = re.split(r"[/\\]", name)[-1].strip().strip(".").strip()
+    if len(name) > _MAX_ATTACHMENT_FIELD:
+        stem, dot, ext = name.rpartition(".")
+        if dot and 0 < len(ext) <= 16:
+            name = stem[: _MAX_ATTACHMENT_FIELD - len(ext) - 1] + "." + ext
+        else:
+            name = name[:_MAX_ATTACHMENT_FIELD]
+    return name
+
+
+def _attachment(part: Message, index: int, defects: _Defects) -> ParsedAttachment:
+    content_type = part.get_content_type()
+    content_type = _CONTENT_TYPE_FIXES.get(content_type, content_type)
+    try:
+        filename = _safe_filename(part.get_filename() or "")
+    except Exception as exc:  # an unreadable name is replaced, not fatal
+        defects.add(f"attachment {index}: unreadable filename ({type(exc).__name__})")
+        filename = ""
+    if not filename:
+        filename = f"attachment-{index}{_EXTENSIONS.get(content_type, '.bin')}"
+    content_id = (_header_text(part, "Content-ID", defects) or "").strip().strip("<>").strip()
+    content = _payload_bytes(part)
+    # The tree is discarded after parsing; dropping the encoded payload now means several
+    # large attachments never hold their encoded and decoded forms all at once.
+    if not isinstance(part.get_payload(), list):
+        part.set_payload("")
+    disposition = part.get_content_disposition()
+    return ParsedAttachment(
+        filename=filename,
+        content_type=content_type[:_MAX_ATTACHMENT_FIELD],
+        content=content,
+        size=len(content),
+        content_id=content_id[:_MAX_ATTACHMENT_FIELD],
+        inline=bool(content_id) and disposition != "attachment",
+    )
+
+
+def _find_body(message: EmailMessage, subtype: str) -> Message | None:
+    try:
+        return message.get_body(preferencelist=(subtype,))
+    except Exception:  # a broken tree simply has no identifiable body
+        return None
+
+
+def _is_message(message: Message) -> bool:
+    return any(key.lower() in _MESSAGE_FIELDS for key in message)
+
+
+def parse(raw: bytes) -> ParsedMessage:
+    """Parse raw RFC 5322 bytes into a :class:`ParsedMessage`.
+
+    Args:
+        raw: the message exactly as fetched (``BODY[]``), CRLF or LF line endings.
+
+    Returns:
+        The parsed message. Problems the parser worked around are in ``defects``.
+
+    Raises:
+        UnparseableMessage: the bytes are empty or carry no message header field at all.
+    """
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise TypeError(f"parse() needs bytes, not {type(raw).__name__}")
+    raw = bytes(raw) if not isinstance(raw, bytes) else raw
+    if not raw.strip():
+        raise UnparseableMessage("empty message: no bytes to parse")
+    try:
+        message = _read(raw)
+    except RecursionError as exc:
+        raise UnparseableMessage("MIME structure nested too deeply to parse") from exc
+    if not _is_message(message):
+        raise UnparseableMessage(
+            "not an RFC 5322 message: no header fields found before the body",
+            size=len(raw),
+        )
+
+    defects = _Defects()
+    defects.extend(message.defects)
+
+    raw_id = _header_text(message, "Message-ID", defects)
+    message_id = normalize_message_id(raw_id)
+    synthetic = message_id is None
+    if message_id is None:
+        message_id = synthetic_message_id(raw)
+        defects.add("Message-ID: missing or empty; synthetic id derived from the bytes")
+
+    subject = " ".join((_header_text(message, "Subject", defects) or "").split())
+
+    senders = _addresses(message, "From", defects) or _addresses(message, "Sender", defects)
+    if senders:
+        display, from_email = senders[0]
+        from_address = _format_address(display, from_email)
+    else:
+        from_email = ""
+        from_address = (_header_text(message, "From", defects) or "").strip()
+        defects.add("From: no readable address")
+
+    to = _addresses(message, "To", defects)
+    cc = _addresses(message, "Cc", defects)
+    delivered = _addresses(message, "Delivered-To", defects)
+    resent = _addresses(message, "Resent-To", defects) + _addresses(message, "Resent-Cc", defects)
+    reply_to = _addresses(message, "Reply-To", defects)
+
+    references: list[str] = []
+    for value in message.get_all("References") or []:
+        references.extend(extract_ids(_clean(str(value))))
+    references = list(dict.fromkeys(references))[-MAX_REFERENCES:]
+    in_reply_to = normalize_message_id(_header_text(message, "In-Reply-To", defects))
+
+    date = _parse_date(_header_text(message, "Date", defects), defects)
+    if date is None and _raw_value(message, "Date") is None:
+        defects.add("Date: missing")
+
+    text_part = _find_body(message, "plain")
+    html_part = _find_body(message, "html")
+    body_text = _part_text(text_part) if text_part is not None else ""
+    body_html = sanitize_html(_part_text(html_part)) if html_part is not None else ""
+    if text_part is None and html_part is not None:
+        body_text = html_to_text(body_html)
+
+    report = read_report(message)
+
+    attachments: list[ParsedAttachment] = []
+    for part in _leaves(message, defects):
+        defects.extend(part.defects, f"{part.get_content_type()}: ")
+        if part is text_part or part is html_part:
+            continue
+        if part is message and part.get_content_maintype() == "multipart":
+            # Boundary never found: the undivided body is the best text there is.
+            if not body_text:
+                body_text = _part_text(part)
+            continue
+        attachments.append(_attachment(part, len(attachments) + 1, defects))
+
+    return ParsedMessage(
+        message_id=message_id,
+        message_id_synthetic=synthetic,
+        subject=subject[:_MAX_HEADER_TEXT],
+        from_address=from_address[:_MAX_HEADER_TEXT],
+        from_email=from_email,
+        reply_to=_unique(bare for _, bare in reply_to),
+        to=_unique(bare for _, bare in to),
+        to_text=", ".join(_format_address(n, a) for n, a in to),
+        cc=_unique(bare for _, bare in cc),
+        cc_text=", ".join(_format_address(n, a) for n, a in cc),
+        delivered_to=_unique(bare for _, bare in delivered),
+        recipients=_unique(bare for _, bare in delivered + to + cc + resent),
+        date=date,
+        in_reply_to=in_reply_to,
+        references=tuple(references),
+        body_text=body_text,
+        body_html=body_html,
+        attachments=tuple(attachments),
+        defects=tuple(defects.items),
+        content_type=message.get_content_type(),
+        report=report,
+    )
