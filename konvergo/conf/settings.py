@@ -69,6 +69,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"].setdefault("TEST", {})
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not Django's in-memory default: tests start real worker processes that must
+    # see the same database.
+    DATABASES["default"]["TEST"]["NAME"] = str(CONFIG.var_dir / "test-konvergo.sqlite3")
 
 AUTH_USER_MODEL = "store.User"
 LOGIN_URL = "login"
