@@ -1,0 +1,235 @@
+"""Claiming queue rows and recording their outcomes: short transactions only.
+
+A claim moves due rows of one server to ``sending`` with ``claimed_by`` and ``lease_until`` in
+one transaction, and commits before any SMTP command: no database lock is held while a server
+is talked to. PostgreSQL workers skip rows another worker has locked (``FOR UPDATE SKIP
+LOCKED``); SQLite has a single writer (IMMEDIATE transactions), which serialises claims.
+
+A row still ``sending`` after its lease ran out belongs to a dead worker and is claimed again
+(its possibly-sent message is re-sent: at most one per dead session, the one in flight).
+
+Each outcome is committed on its own as soon as the server has answered, so a crash never
+loses more than the message in flight. Every outcome update is conditional on ``claimed_by``:
+a worker whose lease was taken over does not overwrite the new owner's work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.db.models import Count, F, Min, Q
+from django.utils import timezone
+
+from konvergo.services.outbox_limits import OUTCOMES, POLICY, OutboxPolicy, Verdict, backoff_seconds
+from konvergo.store.models import OutboxItem, OutgoingServer
+
+State = OutboxItem.State
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a session needs to submit one message: no ORM object, just the bytes."""
+
+    id: int
+    envelope_from: str
+    recipients: list[str]
+    raw: bytes
+    attempts: int
+    message_id: str
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """The claimed rows, and when the server may take more if its rate limit was reached."""
+
+    items: list[Claimed]
+    wait_until: dt.datetime | None = None
+
+
+def _due(now: dt.datetime) -> Q:
+    return Q(state=State.QUEUED, next_attempt_at__lte=now) | Q(
+        state=State.SENDING, lease_until__lt=now
+    )
+
+
+def due_servers(now: dt.datetime | None = None) -> dict[int, int]:
+    """Servers with due mail (queued and due, or a dead worker's lease), and how much."""
+    now = now or timezone.now()
+    rows = (
+        OutboxItem.objects.filter(_due(now), server__isnull=False)
+        .values("server_id")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    due = {row["server_id"]: row["n"] for row in rows}
+    if due:
+        paused = OutgoingServer.objects.filter(pk__in=due, throttled_until__gt=now).values_list(
+            "pk", flat=True
+        )
+        for pk in paused:
+            due.pop(pk, None)
+    return due
+
+
+def _rate_budget(
+    server_id: int, per_minute: int, now: dt.datetime, policy: OutboxPolicy
+) -> tuple[int, dt.datetime | None]:
+    """How many more messages the server may take now under its sliding-window limit.
+
+    Messages sent in the window plus those being sent (claimed but not answered) count, so the
+    budget holds across every worker: claims of one server are serialised (row lock on
+    PostgreSQL, the single writer on SQLite). A sent row keeps its send time in
+    ``next_attempt_at`` so that the ``(state, next_attempt_at)`` index answers this query.
+    """
+    if per_minute <= 0:  # 0 means "no limit" (a local relay)
+        return 1 << 30, None
+    start = now - dt.timedelta(seconds=policy.rate_window)
+    sent = OutboxItem.objects.filter(
+        state=State.SENT, next_attempt_at__gt=start, server_id=server_id
+    )
+    in_flight = OutboxItem.objects.filter(
+        state=State.SENDING, server_id=server_id, lease_until__gte=now
+    ).count()
+    stats = sent.aggregate(n=Count("id"), oldest=Min("next_attempt_at"))
+    budget = per_minute - stats["n"] - in_flight
+    if budget > 0:
+        return budget, None
+    oldest = stats["oldest"]
+    wait = oldest + dt.timedelta(seconds=policy.rate_window) if oldest else now
+    return 0, wait
+
+
+def claim(
+    server_id: int, worker: str, limit: int, policy: OutboxPolicy | None = None
+) -> ClaimResult:
+    """Move up to ``limit`` due rows of ``server_id`` to ``sending`` for ``worker``."""
+    p = policy or POLICY
+    pg = connection.vendor == "postgresql"
+    with transaction.atomic():
+        now = timezone.now()
+        servers = OutgoingServer.objects.filter(pk=server_id)
+        if pg:
+            # Serialises claims of this server (not of others) so the rate budget is exact.
+            servers = servers.select_for_update()
+        server = servers.values("messages_per_minute", "throttled_until", "active").first()
+        if server is None or not server["active"]:
+            return ClaimResult([])
+        if server["throttled_until"] and server["throttled_until"] > now:
+            return ClaimResult([], server["throttled_until"])
+        budget, wait = _rate_budget(server_id, server["messages_per_minute"], now, p)
+        count = min(limit, budget)
+        if count <= 0:
+            return ClaimResult([], wait)
+        rows = OutboxItem.objects.filter(_due(now), server_id=server_id).order_by("id")
+        if pg:
+            rows = rows.select_for_update(skip_locked=True)
+        ids = list(rows.values_list("id", flat=True)[:count])
+        if not ids:
+            return ClaimResult([])
+        # A row reclaimed from a dead worker counts that attempt: a message that kills its
+        # worker every time must end as failed, not loop forever.
+        OutboxItem.objects.filter(pk__in=ids, state=State.SENDING).update(
+            attempts=F("attempts") + 1
+        )
+        OutboxItem.objects.filter(pk__in=ids).update(
+            state=State.SENDING,
+            claimed_by=worker,
+            lease_until=now + dt.timedelta(seconds=p.lease_seconds),
+        )
+        data = (
+            OutboxItem.objects.filter(pk__in=ids)
+            .order_by("id")
+            .values_list("id", "envelope_from", "recipients", "raw", "attempts", "message_id")
+        )
+        items = [
+            Claimed(pk, env, list(rcpts), bytes(raw), attempts, mid)
+            for pk, env, rcpts, raw, attempts, mid in data
+        ]
+    return ClaimResult(items, wait)
+
+
+def renew(ids: list[int], worker: str, policy: OutboxPolicy | None = None) -> None:
+    """Extend the lease of rows this worker still holds (a long batch on a slow server)."""
+    p = policy or POLICY
+    if ids:
+        OutboxItem.objects.filter(pk__in=ids, state=State.SENDING, claimed_by=worker).update(
+            lease_until=timezone.now() + dt.timedelta(seconds=p.lease_seconds)
+        )
+
+
+def mark_sent(item_id: int, worker: str, reply: str) -> bool:
+    """Record an accepted message (its own commit); False if the row was taken over."""
+    now = timezone.now()
+    done = OutboxItem.objects.filter(pk=item_id, state=State.SENDING, claimed_by=worker).update(
+        state=State.SENT,
+        sent_at=now,
+        next_attempt_at=now,  # the rate window reads it (see _rate_budget)
+        attempts=F("attempts") + 1,
+        failure_class="",
+        last_reply=reply,
+        last_fix="",
+        lease_until=None,
+    )
+    return done == 1
+
+
+def mark_failed(
+    items: list[Claimed], worker: str, verdict: Verdict, policy: OutboxPolicy | None = None
+) -> None:
+    """Apply a classified failure to ``items`` (one message, or the server's whole batch)."""
+    p = policy or POLICY
+    now = timezone.now()
+    outcome = OUTCOMES[verdict.failure_class]
+    for item in items:
+        attempts = item.attempts + (1 if outcome.counts_attempt else 0)
+        state, next_at, reply = outcome.state, now, verdict.reply
+        if outcome.backoff:
+            if attempts >= p.max_attempts:
+                state = State.FAILED
+                reply = f"Gave up after {attempts} attempts. Last reply: {verdict.reply}"
+            else:
+                next_at = now + dt.timedelta(seconds=backoff_seconds(attempts, p))
+        OutboxItem.objects.filter(pk=item.id, state=State.SENDING, claimed_by=worker).update(
+            state=state,
+            attempts=attempts,
+            next_attempt_at=next_at,
+            failure_class=verdict.failure_class,
+            last_reply=reply,
+            last_fix=verdict.fix,
+            lease_until=None,
+        )
+
+
+def release(
+    items: list[Claimed], worker: str, at: dt.datetime | None = None, reply: str | None = None
+) -> None:
+    """Give claimed rows back to the queue untouched (no attempt counted), due at ``at``."""
+    if not items:
+        return
+    fields: dict[str, object] = {
+        "state": State.QUEUED,
+        "next_attempt_at": at or timezone.now(),
+        "lease_until": None,
+    }
+    if reply is not None:
+        fields["last_reply"] = reply
+    OutboxItem.objects.filter(
+        pk__in=[i.id for i in items], state=State.SENDING, claimed_by=worker
+    ).update(**fields)
+
+
+def throttle(server_id: int, until: dt.datetime) -> None:
+    """Pause ``server_id`` until ``until`` (``update()``: routing's signature must not change)."""
+    OutgoingServer.objects.filter(pk=server_id).update(throttled_until=until)
+
+
+def hold_server_queue(server_id: int, verdict: Verdict) -> int:
+    """Hold every queued row of a server whose credentials or settings were refused."""
+    return OutboxItem.objects.filter(server_id=server_id, state=State.QUEUED).update(
+        state=State.HELD,
+        failure_class=verdict.failure_class,
+        last_reply=verdict.reply,
+        last_fix=verdict.fix,
+    )

@@ -1,0 +1,431 @@
+"""Enqueue: route the mail, build its finished bytes, and store one row in the caller's transaction.
+
+The sender never rebuilds MIME: every byte it submits is produced here, once. Nothing is saved
+until the message is routed and built, so an error (a bad address, no server accepts the
+sender) reaches the caller as an exception and leaves nothing queued; and because the row is
+written in the caller's transaction, a rollback there un-queues the mail too.
+
+MIME is built with the standard library (``email`` with ``policy.default``) in
+:func:`_build_message`; when ``konvergo.mailparse`` provides ``build_message`` the outbox can
+switch to it without changing its callers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import secrets
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from konvergo.errors import RoutingError, ValidationFailed
+from konvergo.services import parameters
+from konvergo.services.routing import (
+    PURPOSES,
+    Decision,
+    RoutingParams,
+    RoutingTable,
+    ServerInfo,
+    format_mailbox,
+    parse_address,
+)
+from konvergo.store.models import MailSettings, OutboxItem, OutgoingServer, SystemParameter
+
+#: policy.default with CRLF: the bytes go on the wire as they are.
+WIRE_POLICY = policy.default.clone(linesep="\r\n")
+
+#: Headers the outbox owns: routing decides From/Reply-To/envelope, recipients are arguments.
+_OWNED_HEADERS = frozenset({"from", "to", "cc", "bcc", "sender", "return-path", "reply-to"})
+
+_ROUTING_KEYS = (
+    "mail.default.from",
+    "mail.catchall.domain",
+    "mail.bounce.alias",
+    "mail.catchall.alias",
+)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One attachment: file name, content and MIME type (``maintype/subtype``)."""
+
+    filename: str
+    content: bytes | str  # str for text/* parts (kept as text, encoded as UTF-8)
+    mimetype: str = "application/octet-stream"
+
+
+AttachmentLike = Attachment | tuple[str, bytes | str, str | None] | tuple[str, bytes | str]
+
+
+class UnroutableMail(ValidationFailed, RoutingError):
+    """No outgoing server may send this mail; the message names the setting to change.
+
+    Both a :class:`ValidationFailed` (``field`` is ``"from_"``: the caller's input cannot be
+    sent as it is) and a :class:`RoutingError`, so either ``except`` catches it.
+    """
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__("from_", message, **context)
+
+
+# --- the routing table, cached per process ------------------------------------------------
+
+_cache_lock = threading.Lock()
+_cached: tuple[tuple[Any, ...], RoutingTable] | None = None
+
+
+def _signature() -> tuple[Any, ...]:
+    """A cheap "did anything routing depends on change" key: one single-row query.
+
+    Servers and parameters bump ``updated_at`` when saved, and deleting one changes the count.
+    """
+    servers = OutgoingServer._meta.db_table
+    params = SystemParameter._meta.db_table
+    mail_settings = MailSettings._meta.db_table
+    keys = ", ".join(["%s"] * len(_ROUTING_KEYS))
+    # Table names come from our own models, never from input; the keys are parameters.
+    sql = (
+        f"SELECT (SELECT COUNT(*) FROM {servers}), (SELECT MAX(updated_at) FROM {servers}), "  # noqa: S608
+        f"(SELECT COUNT(*) FROM {params} WHERE key IN ({keys})), "
+        f"(SELECT MAX(updated_at) FROM {params} WHERE key IN ({keys})), "
+        f"(SELECT MAX(updated_at) FROM {mail_settings})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*_ROUTING_KEYS, *_ROUTING_KEYS])
+        row = cursor.fetchone()
+    return tuple(row)
+
+
+def _build_table() -> RoutingTable:
+    servers = [
+        ServerInfo(
+            id=row["id"],
+            priority=row["priority"],
+            from_filter=row["from_filter"],
+            active=row["active"],
+            mass_mailing_only=row["mass_mailing_only"],
+            name=row["name"],
+        )
+        for row in OutgoingServer.objects.values(
+            "id", "priority", "from_filter", "active", "mass_mailing_only", "name"
+        )
+    ]
+    dedicated = (
+        MailSettings.objects.filter(pk=1).values_list("mass_mailing_server_id", flat=True).first()
+    )
+    params = RoutingParams(
+        default_from=parameters.get("mail.default.from"),
+        catchall_domain=parameters.get("mail.catchall.domain"),
+        bounce_alias=parameters.get("mail.bounce.alias"),
+        catchall_alias=parameters.get("mail.catchall.alias"),
+        mass_mailing_server_id=dedicated,
+    )
+    return RoutingTable(servers, params)
+
+
+def routing_table() -> RoutingTable:
+    """The routing table for the current servers and parameters (rebuilt only on change)."""
+    global _cached
+    signature = _signature()
+    with _cache_lock:
+        if _cached is not None and _cached[0] == signature:
+            return _cached[1]
+    table = _build_table()
+    with _cache_lock:
+        _cached = (signature, table)
+    return table
+
+
+def forget_routing_table() -> None:
+    """Drop the cached table (tests that change rows with ``update()``)."""
+    global _cached
+    with _cache_lock:
+        _cached = None
+
+
+# --- building ----------------------------------------------------------------------------
+
+
+def _addresses(field: str, values: str | Iterable[str]) -> list[tuple[str, str]]:
+    """(header form, envelope form) for each address; a bad one raises naming ``field``."""
+    items = [values] if isinstance(values, str) else list(values)
+    out: list[tuple[str, str]] = []
+    for value in items:
+        if not isinstance(value, str):
+            raise ValidationFailed(field, f"{value!r} is not an email address.")
+        parsed = parse_address(value, field)
+        out.append(
+            (format_mailbox(parsed.display_name, parsed.written_address), parsed.written_address)
+        )
+    return out
+
+
+def _attachment(item: AttachmentLike) -> Attachment:
+    if isinstance(item, Attachment):
+        return item
+    if isinstance(item, tuple) and len(item) in (2, 3):
+        filename, content = item[0], item[1]
+        mimetype = (item[2] if len(item) == 3 else None) or "application/octet-stream"
+        if isinstance(filename, str) and isinstance(content, bytes | str) and isinstance(
+            mimetype, str
+        ):
+            return Attachment(filename, content, mimetype)
+    raise ValidationFailed(
+        "attachments", f"{item!r} is not an attachment: give (filename, content, mimetype)."
+    )
+
+
+def _message_id(header_from: str) -> str:
+    domain = parse_address(header_from).domain
+    return f"<{secrets.token_hex(12)}.konvergo@{domain}>"
+
+
+def _build_message(
+    *,
+    header_from: str,
+    to: Sequence[str],
+    cc: Sequence[str],
+    reply_to: str | None,
+    subject: str,
+    text: str | None,
+    html: str | None,
+    attachments: Sequence[Attachment],
+    message_id: str,
+    date: dt.datetime,
+    in_reply_to: str | None,
+    references: Sequence[str],
+    headers: Mapping[str, str],
+) -> bytes:
+    """The finished message bytes (CRLF, ready for DATA)."""
+    msg = EmailMessage(policy=WIRE_POLICY)
+    msg["From"] = header_from
+    if to:
+        msg["To"] = ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
+    if reply_to:
+        msg["Reply-To"] = reply_to
+    msg["Subject"] = subject
+    msg["Date"] = email.utils.format_datetime(date)
+    msg["Message-ID"] = message_id
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = " ".join(references)
+    for name, value in headers.items():
+        msg[name] = value
+    if html is not None and text is None:
+        msg.set_content(html, subtype="html")
+    else:
+        msg.set_content(text or "")
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
+    for att in attachments:
+        maintype, _, subtype = att.mimetype.partition("/")
+        if isinstance(att.content, str):
+            msg.add_attachment(att.content, subtype=subtype or "plain", filename=att.filename)
+            continue
+        msg.add_attachment(
+            att.content,
+            maintype=maintype or "application",
+            subtype=subtype or "octet-stream",
+            filename=att.filename,
+        )
+    return msg.as_bytes()
+
+
+def rewrite_from(raw: bytes, header_from: str, reply_to: str | None) -> bytes:
+    """``raw`` with its From (and Reply-To) replaced; used when Retry routes a mail again."""
+    msg = BytesParser(policy=WIRE_POLICY).parsebytes(raw)
+    del msg["From"]
+    msg["From"] = header_from
+    if reply_to is not None:
+        del msg["Reply-To"]
+        msg["Reply-To"] = reply_to
+    return msg.as_bytes()
+
+
+def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ValidationFailed("headers", f"Header {name!r} must be a string.")
+        if name.lower() in _OWNED_HEADERS:
+            raise ValidationFailed(
+                "headers",
+                f"{name} is set by the outbox (routing or the recipients); pass it as an "
+                "argument instead.",
+            )
+        if any(ch in name + value for ch in "\r\n\0"):
+            raise ValidationFailed("headers", f"Header {name!r} contains a line break.")
+        out[name] = value
+    return out
+
+
+def prepare(
+    table: RoutingTable,
+    *,
+    from_: str,
+    to: str | Sequence[str],
+    cc: str | Sequence[str] = (),
+    bcc: str | Sequence[str] = (),
+    subject: str,
+    text: str | None = None,
+    html: str | None = None,
+    attachments: Sequence[AttachmentLike] = (),
+    purpose: str = "transactional",
+    server_id: int | None = None,
+    created_by: Any = None,
+    reply_to: str | None = None,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    thread: Any = None,
+    headers: Mapping[str, str] | None = None,
+    now: dt.datetime | None = None,
+) -> OutboxItem:
+    """Route and build one mail into an unsaved :class:`OutboxItem` (no database writes)."""
+    if purpose not in PURPOSES:
+        raise ValidationFailed("purpose", f"Unknown purpose {purpose!r}: use {sorted(PURPOSES)}.")
+    if not isinstance(subject, str) or any(ch in subject for ch in "\r\n\0"):
+        raise ValidationFailed("subject", "The subject must be one line of text.")
+    if text is None and html is None and not attachments:
+        raise ValidationFailed("text", "The message has no body: give text, html or attachments.")
+    to_list, cc_list, bcc_list = _addresses("to", to), _addresses("cc", cc), _addresses("bcc", bcc)
+    if not (to_list or cc_list or bcc_list):
+        raise ValidationFailed("to", "The message has no recipient (to, cc or bcc).")
+    extra = _check_headers(headers)
+    files = [_attachment(a) for a in attachments]
+    if in_reply_to is not None and any(ch in in_reply_to for ch in "\r\n"):
+        raise ValidationFailed("in_reply_to", "In-Reply-To must be one Message-ID.")
+    try:
+        decision: Decision = table.decide(
+            from_,
+            purpose=purpose,  # type: ignore[arg-type]  # checked against PURPOSES above
+            forced_server_id=server_id,
+            reply_to=reply_to,
+        )
+    except RoutingError as exc:
+        raise UnroutableMail(exc.message, **exc.context) from exc
+    now = now or timezone.now()
+    overrides = {name.lower(): name for name in extra}
+    given_id = extra.pop(overrides["message-id"]) if "message-id" in overrides else None
+    # Date is the moment of enqueueing; a caller's Date would make a second header.
+    if "date" in overrides:
+        extra.pop(overrides["date"])
+    message_id = given_id or _message_id(decision.header_from)
+    raw = _build_message(
+        header_from=decision.header_from,
+        to=[h for h, _ in to_list],
+        cc=[h for h, _ in cc_list],
+        reply_to=decision.reply_to,
+        subject=subject,
+        text=text,
+        html=html,
+        attachments=files,
+        message_id=message_id,
+        date=now,
+        in_reply_to=in_reply_to,
+        references=list(references),
+        headers=extra,
+    )
+    recipients = list(dict.fromkeys(env for _, env in (*to_list, *cc_list, *bcc_list)))
+    thread_id = thread if isinstance(thread, int) else getattr(thread, "pk", None)
+    user_id = created_by if isinstance(created_by, int) else getattr(created_by, "pk", None)
+    return OutboxItem(
+        state=OutboxItem.State.QUEUED,
+        purpose=purpose,
+        created_by_id=user_id,
+        server_id=decision.server_id,
+        route=decision.route,
+        message_id=message_id,
+        subject=subject[:998],
+        header_from=decision.header_from,
+        envelope_from=decision.envelope_from,
+        recipients=recipients,
+        raw=raw,
+        size=len(raw),
+        # Set at once so the (state, next_attempt_at) index finds new mail without an OR.
+        next_attempt_at=now,
+        thread_id=thread_id,
+    )
+
+
+def enqueue(
+    *,
+    from_: str,
+    to: str | Sequence[str],
+    cc: str | Sequence[str] = (),
+    bcc: str | Sequence[str] = (),
+    subject: str,
+    text: str | None = None,
+    html: str | None = None,
+    attachments: Sequence[AttachmentLike] = (),
+    purpose: str = "transactional",
+    server_id: int | None = None,
+    created_by: Any = None,
+    reply_to: str | None = None,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    thread: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> OutboxItem:
+    """Queue one mail in the caller's transaction and return its row.
+
+    Raises :class:`~konvergo.errors.ValidationFailed` (``.field`` names the input) for bad
+    input and :class:`~konvergo.errors.RoutingError` when no server may send it; in both
+    cases nothing is queued.
+    """
+    item = prepare(
+        routing_table(),
+        from_=from_,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        subject=subject,
+        text=text,
+        html=html,
+        attachments=attachments,
+        purpose=purpose,
+        server_id=server_id,
+        created_by=created_by,
+        reply_to=reply_to,
+        in_reply_to=in_reply_to,
+        references=references,
+        thread=thread,
+        headers=headers,
+    )
+    item.save()
+    return item
+
+
+def enqueue_many(mails: Iterable[Mapping[str, Any]]) -> list[OutboxItem]:
+    """Queue many mails (each a mapping of :func:`enqueue`'s arguments) all or nothing.
+
+    One routing table and one ``bulk_create``; the first invalid mail raises and nothing is
+    queued.
+    """
+    table = routing_table()
+    now = timezone.now()
+    items = [prepare(table, now=now, **dict(mail)) for mail in mails]
+    with transaction.atomic():
+        return OutboxItem.objects.bulk_create(items, batch_size=500)
+
+
+__all__ = [
+    "Attachment",
+    "UnroutableMail",
+    "enqueue",
+    "enqueue_many",
+    "forget_routing_table",
+    "prepare",
+    "rewrite_from",
+    "routing_table",
+]
