@@ -13,6 +13,7 @@ Serves ``/{tenant}/oauth2/v2.0/authorize`` and ``/token`` the way Microsoft docu
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import random
@@ -22,7 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -30,6 +31,7 @@ from konvergo.sandbox import idp_tokens
 from konvergo.sandbox.idp_authorize import BrowserFlow
 from konvergo.sandbox.idp_errors import IdpError, Report
 from konvergo.sandbox.idp_grants import GRANTS
+from konvergo.sandbox.idp_knobs import Knobs
 from konvergo.sandbox.idp_scopes import (
     DELEGATED,
     EXCHANGE_APP_ID,
@@ -111,6 +113,7 @@ class IdentityPlatform:
         self._offset = 0.0
         self._counter: Counter[str] = Counter()
         self._browser = BrowserFlow(self)
+        self._knobs = Knobs(self)
         self._server: WebServer | None = None
         self._routes: list[tuple[re.Pattern[str], Callable[[str, Request], Reply]]] = [
             (re.compile(r"^/([^/]+)/oauth2/v2\.0/authorize$"), self._browser.authorize),
@@ -121,18 +124,8 @@ class IdentityPlatform:
             (re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$"), self._oidc),
             (re.compile(r"^/([^/]+)/discovery/v2\.0/keys$"), self._keys),
             (re.compile(r"^/introspect()$"), self._introspect_route),
-            (re.compile(r"^/_sandbox/([a-z-]+)$"), self._knob),
+            (re.compile(r"^/_sandbox/([a-z-]+)$"), self._knobs.handle),
         ]
-        self._knobs: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "clock": self._knob_clock,
-            "revoke-sessions": self._knob_revoke,
-            "settings": self._knob_settings,
-            "counters": self._knob_counters,
-            "mint": self._knob_mint,
-            "consents": self._knob_consents,
-            "mailbox": lambda d: self._knob_set(self.world.mailbox(str(d.get("upn", ""))), d),
-            "tenant": lambda d: self._knob_set(self.world.tenant(str(d.get("id", ""))), d),
-        }
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> IdentityPlatform:
@@ -204,9 +197,7 @@ class IdentityPlatform:
                 expires_at=record.expires_at,
                 tenant_id=record.tenant_id,
             )
-            if not info.active:
-                return TokenInfo(**{**info.__dict__, "reason": "expired"})
-            return info
+            return info if info.active else dataclasses.replace(info, reason="expired")
 
     def claims(self, token: str) -> dict[str, Any] | None:
         """Everything known of an access token (client id, roles of app-only tokens …)."""
@@ -547,75 +538,6 @@ class IdentityPlatform:
         if info.upn:
             body.update(email=info.upn, upn=info.upn, username=info.upn)
         return json_reply(body)
-
-    def _knob(self, name: str, request: Request) -> Reply:
-        knob = self._knobs.get(name)
-        if knob is None:
-            return json_reply({"error": f"no knob {name!r}", "knobs": sorted(self._knobs)}, 404)
-        try:
-            return json_reply(knob(request.json()))
-        except (KeyError, ValueError, TypeError) as exc:
-            return json_reply({"error": str(exc)}, 400)
-
-    def _knob_clock(self, data: dict[str, Any]) -> dict[str, Any]:
-        if "advance" in data:
-            self.advance_clock(float(data["advance"]))
-        return {"now": self.now(), "offset": self._offset}
-
-    def _knob_revoke(self, data: dict[str, Any]) -> dict[str, Any]:
-        self.revoke_sessions(str(data["upn"]))
-        return {"upn": str(data["upn"]).lower(), "tokens_valid_from": self.now()}
-
-    def _knob_settings(self, data: dict[str, Any]) -> dict[str, Any]:
-        if "access_token_lifetime" in data:
-            value = data["access_token_lifetime"]
-            self.access_token_lifetime = None if value is None else int(value)
-        if "refresh_grace_seconds" in data:
-            self.refresh_grace_seconds = float(data["refresh_grace_seconds"])
-        if "code_ttl" in data:
-            self.code_ttl = int(data["code_ttl"])
-        return {
-            "access_token_lifetime": self.access_token_lifetime,
-            "refresh_grace_seconds": self.refresh_grace_seconds,
-            "code_ttl": self.code_ttl,
-        }
-
-    def _knob_counters(self, data: dict[str, Any]) -> dict[str, Any]:
-        counts = dict(self._counter)
-        if data.get("reset"):
-            self._counter.clear()
-        return {"token_requests": counts}
-
-    def _knob_mint(self, data: dict[str, Any]) -> dict[str, Any]:
-        token = self.mint_access_token(
-            str(data["upn"]), data["scopes"], data.get("client_id"), data.get("lifetime")
-        )
-        return {"access_token": token, "expires_at": self.access_tokens[token].expires_at}
-
-    def _knob_consents(self, data: dict[str, Any]) -> dict[str, Any]:
-        client_id, scopes = data.get("client_id"), data.get("scopes", [])
-        if client_id and data.get("upn"):
-            if data.get("revoke"):
-                self.consents.revoke(str(data["upn"]), str(client_id))
-            else:
-                self.consents.grant(str(data["upn"]), str(client_id), scopes)
-        elif client_id and data.get("tenant_id"):
-            if data.get("revoke"):
-                self.consents.revoke_admin(str(data["tenant_id"]), str(client_id))
-            else:
-                self.consents.grant_admin(str(data["tenant_id"]), str(client_id), scopes)
-        return self.consents.snapshot()
-
-    def _knob_set(self, target: Any, data: dict[str, Any]) -> dict[str, Any]:
-        """Flip directory switches (mfa_required, users_may_consent …) of a mailbox/tenant."""
-        if target is None:
-            raise KeyError("no such mailbox or tenant")
-        names = {f.name for f in fields(target)} - {"upn", "id", "tenant_id", "oid"}
-        for key, value in data.get("set", {}).items():
-            if key not in names:
-                raise KeyError(f"cannot set {key!r}")
-            setattr(target, key, value)
-        return {f.name: getattr(target, f.name) for f in fields(target) if f.name != "password"}
 
 
 def _pairwise(oid: str, client_id: str) -> str:
