@@ -75,9 +75,24 @@ REPLIES: dict[str, str] = {
         "[EndDiagnosticData] [Hostname={host}]"
     ),
     "queued": "250 2.0.0 OK <{queue_id}@{host}> [Hostname={host}]",
+    "recipient_quota": (
+        "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to "
+        "process message due to a permanent exception with message The message can't be "
+        "submitted because the sender's submission quota was exceeded."
+    ),
+    # Not quoted in the research: the standard RFC 5321 reply Exchange servers use. [inf]
+    "too_many_recipients": "452 4.5.3 Too many recipients",
+    "too_big": "552 5.3.4 Message size exceeds fixed maximum message size",
     "quit": "221 2.0.0 Service closing transmission channel",
     "rset": "250 2.0.0 Resetting",
     "noop": "250 2.0.0 OK",
+}
+
+#: aiosmtpd's own texts for conditions Exchange words differently.
+REWRITES: dict[str, str] = {
+    "220 Ready to start TLS": REPLIES["starttls"],
+    "552 Error: Too much mail data": REPLIES["too_big"],
+    "552 Error: message size exceeds fixed maximum message size": REPLIES["too_big"],
 }
 
 #: AUTH mechanisms that are basic authentication at Microsoft (refused with 5.7.139).
@@ -111,6 +126,9 @@ class ExchangeSmtpServer:
         max_sessions_per_mailbox: int = 3,
         messages_per_minute: int = 30,
         rate_delay: float = 0.5,
+        recipients_per_day: int = 10_000,
+        recipients_per_message: int = 500,
+        max_message_size: int = MAX_MESSAGE_SIZE,
         maildrop: Maildrop | None = None,
         server_fqdn: str = SERVER_FQDN,
     ) -> None:
@@ -124,6 +142,11 @@ class ExchangeSmtpServer:
         self.messages_per_minute = messages_per_minute
         #: Seconds the 250 after DATA is held back when a mailbox is over its rate.
         self.rate_delay = rate_delay
+        #: Rolling 24 h recipient quota per mailbox (each recipient of each message counts).
+        self.recipients_per_day = recipients_per_day
+        self.recipients_per_message = recipients_per_message
+        #: Advertised in EHLO SIZE and enforced (552 5.3.4); lower it to test big mail.
+        self.max_message_size = max_message_size
         self.maildrop = maildrop
         self.server_fqdn = server_fqdn
         self.accepted: list[AcceptedMessage] = []
@@ -131,6 +154,10 @@ class ExchangeSmtpServer:
         self.rate_violations = 0
         self._active: collections.Counter[str] = collections.Counter()
         self._sent_at: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
+        #: mailbox -> (sandbox time, recipient count) of accepted messages of the last 24 h.
+        self._recipients: dict[str, collections.deque[tuple[float, int]]] = collections.defaultdict(
             collections.deque
         )
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -234,7 +261,7 @@ class _ExchangeSMTP(SMTP):
         )
         super().__init__(
             handler,
-            data_size_limit=MAX_MESSAGE_SIZE,
+            data_size_limit=server.max_message_size,
             enable_SMTPUTF8=True,
             hostname=server.server_fqdn,
             ident=REPLIES["banner"].format(date=date),
@@ -246,9 +273,8 @@ class _ExchangeSMTP(SMTP):
         self.mailbox_upn = ""
 
     async def push(self, status: Any) -> None:
-        # aiosmtpd's own STARTTLS text differs from Exchange's.
-        if status == "220 Ready to start TLS":
-            status = REPLIES["starttls"]
+        if isinstance(status, str):
+            status = REWRITES.get(status, status)
         await super().push(status)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -269,7 +295,7 @@ class _ExchangeSMTP(SMTP):
         tls = self._tls_protocol is not None
         lines = [
             REPLIES["ehlo_hello"].format(host=self.server.server_fqdn, ip=ip),
-            f"SIZE {MAX_MESSAGE_SIZE}",
+            f"SIZE {self.server.max_message_size}",
             "PIPELINING",
             "DSN",
             "ENHANCEDSTATUSCODES",
@@ -403,6 +429,8 @@ class _Handler:
     async def handle_RCPT(
         self, smtp: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if len(envelope.rcpt_tos) >= self.server.recipients_per_message:
+            return REPLIES["too_many_recipients"]
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return REPLIES["rcpt_ok"]
@@ -421,6 +449,8 @@ class _Handler:
         for sender in senders:
             if not world.may_send_as(mailbox, sender):
                 return server.reply("send_as_denied", upn=upn, sender=sender)
+        if not self._within_recipient_quota(upn, len(envelope.rcpt_tos)):
+            return REPLIES["recipient_quota"]
         await self._pace(upn)
         server.accepted.append(
             AcceptedMessage(
@@ -447,6 +477,17 @@ class _Handler:
             server.rate_violations += 1
             await asyncio.sleep(server.rate_delay)
         window.append(now)
+
+    def _within_recipient_quota(self, upn: str, count: int) -> bool:
+        server = self.server
+        now = server.validator.now()
+        sent = server._recipients[upn]
+        while sent and sent[0][0] <= now - 86400:
+            sent.popleft()
+        if sum(n for _, n in sent) + count > server.recipients_per_day:
+            return False
+        sent.append((now, count))
+        return True
 
     def _deliver(self, upn: str, rcpt_tos: list[str], raw: bytes) -> None:
         maildrop = self.server.maildrop

@@ -379,3 +379,53 @@ def test_more_than_30_messages_a_minute_are_delayed_and_counted(
         client.sendmail(JOHN, ["x@external.test"], raw)
         assert smtp_server.rate_violations == 1
     assert len(smtp_server.accepted) == 32
+
+
+def test_daily_recipient_quota_refuses_with_submission_quota_exceeded(
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
+) -> None:
+    """Past the rolling 24 h recipient quota a message gets 554 5.2.0 SubmissionQuotaExceeded."""
+    smtp_server.recipients_per_day = 5
+    rcpts = ["a@external.test", "b@external.test", "c@external.test"]
+    with connect(smtp_server, sandbox_tls) as client:
+        auth(client, JOHN, mail_validator.mint_access_token(JOHN))
+        assert client.sendmail(JOHN, rcpts, make_message(JOHN, ", ".join(rcpts))) == {}
+        with pytest.raises(smtplib.SMTPDataError) as err:
+            client.sendmail(JOHN, rcpts, make_message(JOHN, ", ".join(rcpts)))
+        assert err.value.smtp_code == 554
+        assert err.value.smtp_error.startswith(
+            b"5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException;"
+        )
+        mail_validator.advance_clock(86401)
+        assert client.sendmail(JOHN, rcpts, make_message(JOHN, ", ".join(rcpts))) == {}
+
+
+def test_message_over_the_size_limit_gets_552_5_3_4(
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
+) -> None:
+    """Mail over the advertised SIZE gets 552 5.3.4, at MAIL (SIZE=) or at the end of DATA."""
+    smtp_server.max_message_size = 10_000
+    expected = (552, b"5.3.4 Message size exceeds fixed maximum message size")
+    big = make_message(JOHN, "x@external.test", body=("y" * 70 + "\n") * 200)
+    with connect(smtp_server, sandbox_tls) as client:
+        assert "SIZE 10000" in client.ehlo_resp.decode().splitlines()
+        auth(client, JOHN, mail_validator.mint_access_token(JOHN))
+        with pytest.raises(smtplib.SMTPSenderRefused) as err:
+            client.sendmail(JOHN, ["x@external.test"], big)
+        assert (err.value.smtp_code, err.value.smtp_error) == expected
+        assert client.mail(JOHN)[0] == 250
+        assert client.rcpt("x@external.test")[0] == 250
+        assert client.data(big) == expected
+
+
+def test_recipient_past_the_per_message_limit_is_refused(
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
+) -> None:
+    """RCPT beyond the per-message recipient limit gets 452 4.5.3 and the rest still go out."""
+    smtp_server.recipients_per_message = 2
+    rcpts = ["a@external.test", "b@external.test", "c@external.test"]
+    with connect(smtp_server, sandbox_tls) as client:
+        auth(client, JOHN, mail_validator.mint_access_token(JOHN))
+        refused = client.sendmail(JOHN, rcpts, make_message(JOHN, "a@external.test"))
+    assert refused == {"c@external.test": (452, b"4.5.3 Too many recipients")}
+    assert smtp_server.accepted[0].rcpt_tos == ("a@external.test", "b@external.test")
