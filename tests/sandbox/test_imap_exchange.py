@@ -358,3 +358,28 @@ def test_whole_mail_sandbox_starts_quickly(
         smtp.stop()
         imap.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_introspection_url_alone_is_enough_to_run_the_front(
+    mail_world: World, mail_validator: IdentityPlatform, sandbox_tls: SandboxTLS
+) -> None:
+    """Given only the /introspect URL (IdP in another process), the front still authenticates."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    workdir = Path(tempfile.mkdtemp(prefix="kv-imap-"))
+    url = mail_validator.base_url + "/introspect"
+    with SandboxImap(mail_world, url, sandbox_tls, workdir) as imap:
+        imap.populate(JOHN, bulk_messages(JOHN, 2))
+        client = imap_login(imap, sandbox_tls, JOHN, mail_validator.mint_access_token(JOHN))
+        try:
+            assert client.select("INBOX") == ("OK", [b"2"])
+        finally:
+            client.logout()
+        with raw_imap(imap, sandbox_tls) as raw:
+            token = mail_validator.mint_access_token(JOHN, scopes={SMTP_SCOPE})
+            assert raw.command("A01", "AUTHENTICATE XOAUTH2 " + xoauth2(JOHN, token)) == [
+                "A01 NO AUTHENTICATE failed."
+            ]
+    shutil.rmtree(workdir, ignore_errors=True)
