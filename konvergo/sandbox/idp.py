@@ -1,13 +1,16 @@
 """SANDBOX ONLY: a local Microsoft identity platform (login.microsoftonline.com look-alike).
 
 Serves ``/{tenant}/oauth2/v2.0/authorize`` and ``/token`` the way Microsoft documents them
-(research: ``/work/shared/research/microsoft.md`` §1 and §5), OpenID metadata and keys,
-``/introspect`` for Dovecot, and test knobs under ``/_sandbox/``. Usage::
+(research: ``/work/shared/research/microsoft.md`` §1 and §5), OpenID metadata
+(``/{tenant}/v2.0/.well-known/openid-configuration``), keys (``/{tenant}/discovery/v2.0/keys``),
+``/introspect`` for Dovecot, and test knobs under ``/_sandbox/`` (:mod:`.idp_knobs`). Usage::
 
     idp = IdentityPlatform(world.load()).start()
     idp.endpoint("common")   # "http://127.0.0.1:PORT/common/oauth2/v2.0/"
     ...
     idp.stop()
+
+or, as a separate process: ``python -m konvergo.sandbox.idp --port 8800``.
 """
 
 from __future__ import annotations
