@@ -150,6 +150,29 @@ def claim(
     return ClaimResult(items, wait)
 
 
+def reclaim_slot(server_id: int, slot: int) -> int:
+    """Re-queue rows left ``sending`` by the previous holder of a session slot.
+
+    Called right after taking the slot: slots are exclusive across workers and vanish with the
+    process that held them, so whoever had this slot before is gone (or finished, and then it
+    left no ``sending`` rows). Its in-flight row is re-queued at once instead of waiting for the
+    lease; the attempt counts (a message that kills its worker must end as failed).
+    """
+    return OutboxItem.objects.filter(
+        server_id=server_id, state=State.SENDING, claimed_by__endswith=slot_suffix(server_id, slot)
+    ).update(
+        state=State.QUEUED,
+        attempts=F("attempts") + 1,
+        next_attempt_at=timezone.now(),
+        lease_until=None,
+    )
+
+
+def slot_suffix(server_id: int, slot: int) -> str:
+    """The end of ``claimed_by`` for a session holding ``slot`` of ``server_id``."""
+    return f"/{server_id}.{slot}"
+
+
 def renew(ids: list[int], worker: str, policy: OutboxPolicy | None = None) -> None:
     """Extend the lease of rows this worker still holds (a long batch on a slow server)."""
     p = policy or POLICY

@@ -174,8 +174,10 @@ def _attachment(item: AttachmentLike) -> Attachment:
     if isinstance(item, tuple) and len(item) in (2, 3):
         filename, content = item[0], item[1]
         mimetype = (item[2] if len(item) == 3 else None) or "application/octet-stream"
-        if isinstance(filename, str) and isinstance(content, bytes | str) and isinstance(
-            mimetype, str
+        if (
+            isinstance(filename, str)
+            and isinstance(content, bytes | str)
+            and isinstance(mimetype, str)
         ):
             return Attachment(filename, content, mimetype)
     raise ValidationFailed(

@@ -234,9 +234,14 @@ class Dispatcher:
         slot = self.slots.acquire(server_id, max_sessions)
         if slot is None:
             return  # every slot is in use by this or another worker
-        worker = f"{self.name}/{server_id}.{slot}"
+        worker = f"{self.name}{store.slot_suffix(server_id, slot)}"
         connection: SmtpConnection | None = None
         try:
+            reclaimed = store.reclaim_slot(server_id, slot)
+            if reclaimed:
+                log.warning(
+                    "re-queued %d message(s) of a dead session of server %s", reclaimed, server_id
+                )
             server = OutgoingServer.objects.get(pk=server_id)
             while not self._stop.is_set():
                 result = store.claim(server_id, worker, self.policy.batch_size, self.policy)
