@@ -121,7 +121,8 @@ def sanitize_html(html: str) -> str:
     """Return ``html`` reduced to the allow-listed tags, attributes, URLs and CSS above."""
     if not html:
         return ""
-    return _CLEANER.clean(html)
+    # Removed <head> content leaves blank lines behind; they carry nothing.
+    return _CLEANER.clean(html).strip()
 
 
 # Paragraph-like blocks are separated by a blank line, line-like ones by a line break.

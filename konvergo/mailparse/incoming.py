@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.feedparser import BytesFeedParser
-from email.header import decode_header, make_header
+from email.header import decode_header
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
 
@@ -158,23 +158,41 @@ def _raw_value(message: Message, name: str) -> str | None:
     return None
 
 
+def _decode_words(raw: str) -> str:
+    """Decode RFC 2047 words with the charset fallback chain instead of U+FFFD."""
+    chunks: list[str] = []
+    for chunk, charset in decode_header(raw):
+        if isinstance(chunk, str):
+            chunks.append(chunk)
+        else:
+            chunks.append(decode_bytes(chunk, charset))
+    return "".join(chunks)
+
+
 def _header_text(message: Message, name: str, defects: _Defects) -> str | None:
     """Return the decoded value of the first ``name`` field, or None when absent."""
     try:
         value = message.get(name)
     except Exception as exc:  # the stdlib header parser has crashed on hostile input
         defects.add(f"{name}: unreadable header ({type(exc).__name__})")
-        raw = _raw_value(message, name)
-        if raw is None:
+        value = None
+        if _raw_value(message, name) is None:
             return None
-        try:
-            return _clean(str(make_header(decode_header(raw))))
-        except Exception:
-            return _clean(raw)
-    if value is None:
+    if value is not None:
+        defects.extend(getattr(value, "defects", ()), f"{name}: ")
+        text = _clean(str(value))
+        if "\ufffd" not in text:
+            return text
+        defects.add(f"{name}: undecodable encoded text; charset fallback applied")
+    # policy.default replaced what it could not decode (an unknown or wrong charset in an
+    # encoded word); the raw value through our own fallback chain does better.
+    raw = _raw_value(message, name)
+    if raw is None:
         return None
-    defects.extend(getattr(value, "defects", ()), f"{name}: ")
-    return _clean(str(value))
+    try:
+        return _clean(_decode_words(repair(raw)))
+    except Exception:  # decode_header() failing leaves the raw text as the best reading
+        return _clean(raw)
 
 
 def _format_address(name: str, address: str) -> str:
@@ -189,17 +207,18 @@ def _format_address(name: str, address: str) -> str:
 def _addresses(message: Message, name: str, defects: _Defects) -> list[tuple[str, str]]:
     """Return ``(display name, bare address)`` for every address in every ``name`` field."""
     result: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str]] = []
     try:
-        headers = message.get_all(name) or []
-        pairs: list[tuple[str, str]] = []
-        for header in headers:
+        for header in message.get_all(name) or []:
             defects.extend(getattr(header, "defects", ()), f"{name}: ")
-            # policy.default makes address fields AddressHeader objects (typeshed says str).
+            # policy.default parses the standard address fields (typeshed says str); others
+            # such as Delivered-To arrive as text and go through the lenient splitter.
             addresses = getattr(header, "addresses", None)
             if addresses is None:
-                raise TypeError(f"{name} is not an address header")
-            pairs.extend((a.display_name, a.addr_spec) for a in addresses)
-    except Exception as exc:  # fall back to the lenient stdlib splitter
+                pairs.extend(getaddresses([str(header)]))
+            else:
+                pairs.extend((a.display_name, a.addr_spec) for a in addresses)
+    except Exception as exc:  # the stdlib parser failed: fall back to the lenient splitter
         defects.add(f"{name}: unreadable address list ({type(exc).__name__})")
         raws = [value for key, value in message.raw_items() if key.lower() == name.lower()]
         pairs = getaddresses([str(value) for value in raws])
@@ -416,7 +435,8 @@ def parse(raw: bytes) -> ParsedMessage:
 
     attachments: list[ParsedAttachment] = []
     for part in _leaves(message, defects):
-        defects.extend(part.defects, f"{part.get_content_type()}: ")
+        if part is not message:
+            defects.extend(part.defects, f"{part.get_content_type()}: ")
         if part is text_part or part is html_part:
             continue
         if part is message and part.get_content_maintype() == "multipart":

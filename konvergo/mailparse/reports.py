@@ -90,7 +90,8 @@ def _original_headers(part: Message) -> Message | None:
 
 def _field(block: Message, name: str) -> str:
     value = block.get(name)
-    return repair(str(value)).strip() if value is not None else ""
+    # Diagnostic-Code is often folded; the unfolded runs of spaces carry no meaning.
+    return " ".join(repair(str(value)).split()) if value is not None else ""
 
 
 def read_report(message: Message) -> DeliveryReport | None:
