@@ -1,0 +1,282 @@
+"""Writing fetched messages to the database: a batch per transaction, never twice.
+
+A batch of fetched messages is committed in one transaction together with the folder's
+high-water mark (``FolderState.last_uid``), so the mark never gets ahead of what is stored
+and a crash at any point re-fetches exactly the uncommitted tail. Inside the transaction a
+message is complete or absent: Message, Attachments, participants and the thread update go
+in together.
+
+Duplicates are recognised on (server, Message-ID): first by a lookup (cheap, no failed
+statement), and for races by the unique constraint ``message_in_unique``. When the batch
+insert hits the constraint (another process stored one of the messages meanwhile) or the
+database refuses some value, the batch is stored again message by message, each in its own
+transaction, and a message the database refuses goes to quarantine with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from konvergo.mailparse import ParsedMessage, UnparseableMessage, parse
+from konvergo.services.intake_threading import Route, route_batch
+from konvergo.store.models import (
+    Attachment,
+    FolderState,
+    IncomingServer,
+    Message,
+    QuarantinedMessage,
+    Thread,
+    ThreadParticipant,
+    User,
+)
+from konvergo.transports.imap import FetchedMessage
+
+log = logging.getLogger("konvergo.intake")
+
+_MAX_SUBJECT = 998
+
+
+@dataclass
+class BatchOutcome:
+    """What happened to one batch (counts, and the UIDs now safely in the database)."""
+
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    uids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Parsed:
+    """A fetched message with its parse result (or the reason it could not be parsed)."""
+
+    fetched: FetchedMessage
+    message: ParsedMessage | None
+    reason: str = ""
+
+
+def parse_fetched(fetched: FetchedMessage) -> Parsed:
+    """Parse, never raise: a parser failure of any kind is a reason for quarantine."""
+    try:
+        return Parsed(fetched, parse(fetched.raw))
+    except UnparseableMessage as exc:
+        return Parsed(fetched, None, str(exc))
+    except Exception as exc:  # a parser bug must not stop the mailbox: keep the bytes
+        log.exception("parser failed on uid %s", fetched.uid)
+        return Parsed(fetched, None, f"parser error: {type(exc).__name__}: {exc}")
+
+
+def store_batch(
+    server: IncomingServer, folder: str, uidvalidity: int, items: Sequence[Parsed]
+) -> BatchOutcome:
+    """Store ``items`` and move the folder's high-water mark past them, atomically."""
+    if not items:
+        return BatchOutcome()
+    try:
+        with transaction.atomic():
+            outcome = _store(server, folder, uidvalidity, items)
+            _advance(server, folder, uidvalidity, items, outcome)
+            return outcome
+    except (IntegrityError, DatabaseError) as exc:
+        log.info("batch of %d fell back to one by one: %s", len(items), exc)
+    outcome = BatchOutcome()
+    for item in items:
+        try:
+            with transaction.atomic():
+                one = _store(server, folder, uidvalidity, [item])
+                _advance(server, folder, uidvalidity, [item], one)
+        except IntegrityError:
+            # Stored meanwhile by someone else: the constraint is the final word.
+            with transaction.atomic():
+                one = BatchOutcome(duplicates=1, uids=[item.fetched.uid])
+                _advance(server, folder, uidvalidity, [item], one)
+        except DatabaseError as exc:
+            with transaction.atomic():
+                bad = Parsed(item.fetched, None, f"database refused the message: {exc}")
+                one = _store(server, folder, uidvalidity, [bad])
+                _advance(server, folder, uidvalidity, [item], one)
+        outcome.stored += one.stored
+        outcome.duplicates += one.duplicates
+        outcome.quarantined += one.quarantined
+        outcome.uids.extend(one.uids)
+    return outcome
+
+
+def _advance(
+    server: IncomingServer,
+    folder: str,
+    uidvalidity: int,
+    items: Sequence[Parsed],
+    outcome: BatchOutcome,
+) -> None:
+    top = max(i.fetched.uid for i in items)
+    # Only forward, and only within the same UIDVALIDITY epoch (a resync may run beside).
+    FolderState.objects.filter(
+        server=server, folder=folder, uidvalidity=uidvalidity, last_uid__lt=top
+    ).update(last_uid=top)
+    IncomingServer.objects.filter(pk=server.pk).update(
+        messages_fetched=F("messages_fetched") + outcome.stored,
+        progress_done=F("progress_done") + len(items),
+    )
+
+
+def _store(
+    server: IncomingServer, folder: str, uidvalidity: int, items: Sequence[Parsed]
+) -> BatchOutcome:
+    outcome = BatchOutcome(uids=[i.fetched.uid for i in items])
+    bad = [i for i in items if i.message is None]
+    if bad:
+        QuarantinedMessage.objects.bulk_create(
+            [
+                QuarantinedMessage(
+                    server=server,
+                    folder=folder,
+                    uid=i.fetched.uid,
+                    uidvalidity=uidvalidity,
+                    raw=i.fetched.raw,
+                    reason=i.reason,
+                )
+                for i in bad
+            ],
+            ignore_conflicts=True,
+        )
+        outcome.quarantined = len(bad)
+    good = _new_messages(server, [i for i in items if i.message is not None], outcome)
+    if not good:
+        return outcome
+    parsed = [p for _, p in good]
+    routes = route_batch(parsed, server.create_record)
+    thread_ids = _threads(parsed, routes)
+    rows = [
+        Message(
+            thread_id=thread_ids[n],
+            direction=Message.Direction.IN,
+            message_id=p.message_id,
+            incoming_server=server,
+            folder=folder,
+            uid=item.fetched.uid,
+            subject=p.subject[:_MAX_SUBJECT],
+            from_address=p.from_address[:_MAX_SUBJECT],
+            to=p.to_text,
+            cc=p.cc_text,
+            date=p.date,
+            in_reply_to=(p.in_reply_to or "")[:_MAX_SUBJECT],
+            references=" ".join(p.references),
+            body_text=p.body_text,
+            body_html=p.body_html,
+            raw=item.fetched.raw,
+        )
+        for n, (item, p) in enumerate(good)
+    ]
+    Message.objects.bulk_create(rows)
+    attachments = [
+        Attachment(
+            message_id=row.pk,
+            filename=a.filename[:255],
+            content_type=a.content_type[:255],
+            content_id=a.content_id[:255],
+            size=a.size,
+            content=a.content,
+        )
+        for row, p in zip(rows, parsed, strict=True)
+        for a in p.attachments
+    ]
+    if attachments:
+        Attachment.objects.bulk_create(attachments)
+    _participants(parsed, thread_ids)
+    outcome.stored = len(rows)
+    return outcome
+
+
+def _new_messages(
+    server: IncomingServer, items: Sequence[Parsed], outcome: BatchOutcome
+) -> list[tuple[Parsed, ParsedMessage]]:
+    """Items whose Message-ID this server has not stored yet (nor earlier in the batch)."""
+    ids = [i.message.message_id for i in items if i.message is not None]
+    known = set(
+        Message.objects.filter(
+            incoming_server=server, direction=Message.Direction.IN, message_id__in=ids
+        ).values_list("message_id", flat=True)
+    )
+    fresh: list[tuple[Parsed, ParsedMessage]] = []
+    for item in items:
+        p = item.message
+        assert p is not None
+        if p.message_id in known:
+            outcome.duplicates += 1
+            continue
+        known.add(p.message_id)
+        fresh.append((item, p))
+    return fresh
+
+
+def _threads(parsed: Sequence[ParsedMessage], routes: Sequence[Route]) -> list[int]:
+    """The thread id of each message, creating the new threads in one statement."""
+    now = timezone.now()
+    root = list(range(len(routes)))
+    for n, route in enumerate(routes):
+        if route.reason.startswith("batch:"):
+            # A reply to a message earlier in this batch shares that message's thread.
+            root[n] = root[int(route.reason.split(":", 1)[1])]
+    new_index = [n for n, r in enumerate(root) if r == n and routes[n].thread_id is None]
+    latest: dict[int, dt.datetime] = {}
+    for n in range(len(routes)):
+        when = parsed[n].date or now
+        if root[n] not in latest or when > latest[root[n]]:
+            latest[root[n]] = when
+    created = Thread.objects.bulk_create(
+        [
+            Thread(
+                subject=parsed[n].subject[:_MAX_SUBJECT],
+                kind=routes[n].kind,
+                last_message_at=latest[n],
+            )
+            for n in new_index
+        ]
+    )
+    by_root = {n: t.pk for n, t in zip(new_index, created, strict=True)}
+    ids: list[int] = []
+    for n in range(len(routes)):
+        existing = routes[root[n]].thread_id
+        ids.append(existing if existing is not None else by_root[root[n]])
+    # Existing threads move forward to their newest message; one UPDATE per thread touched,
+    # and only replies touch existing threads.
+    touched: dict[int, dt.datetime] = {}
+    for n in range(len(routes)):
+        existing = routes[root[n]].thread_id
+        if existing is not None:
+            when = latest[root[n]]
+            touched[existing] = max(when, touched.get(existing, when))
+    for thread_id, when in touched.items():
+        Thread.objects.filter(pk=thread_id).exclude(last_message_at__gte=when).update(
+            last_message_at=when
+        )
+    return ids
+
+
+def _participants(parsed: Sequence[ParsedMessage], thread_ids: Sequence[int]) -> None:
+    pairs: dict[tuple[int, str], None] = {}
+    for p, thread_id in zip(parsed, thread_ids, strict=True):
+        for address in (p.from_email, *p.to, *p.cc):
+            if address:
+                pairs[(thread_id, address.lower()[:320])] = None
+    if not pairs:
+        return
+    addresses = sorted({a for _, a in pairs})
+    users = dict(
+        User.objects.annotate(address=Lower("email"))
+        .filter(address__in=addresses)
+        .values_list("address", "pk")
+    )
+    ThreadParticipant.objects.bulk_create(
+        [ThreadParticipant(thread_id=t, address=a, user_id=users.get(a)) for t, a in pairs],
+        ignore_conflicts=True,
+    )
