@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import IO, Any, cast
 
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
@@ -40,7 +40,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         server = find_server(options["server"])
-        console = Console(file=self.stdout._out, stderr=False)  # the real stream, for rich
+        console = Console(file=cast(IO[str], self.stdout))  # OutputWrapper writes like a file
         if options["watch"]:
             stop = threading.Event()
             console.print(f"Watching {server.name}; Ctrl-C stops.")
