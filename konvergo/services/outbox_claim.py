@@ -168,6 +168,22 @@ def reclaim_slot(server_id: int, slot: int) -> int:
     )
 
 
+def sending_slots() -> set[tuple[int, int]]:
+    """The (server, slot) pairs that rows in ``sending`` claim to be sent by."""
+    pairs: set[tuple[int, int]] = set()
+    rows = (
+        OutboxItem.objects.filter(state=State.SENDING, server__isnull=False)
+        .values_list("server_id", "claimed_by")
+        .distinct()
+    )
+    for server_id, claimed_by in rows:
+        _, _, suffix = claimed_by.rpartition("/")
+        sid, _, slot = suffix.partition(".")
+        if sid == str(server_id) and slot.isdigit():
+            pairs.add((server_id, int(slot)))
+    return pairs
+
+
 def slot_suffix(server_id: int, slot: int) -> str:
     """The end of ``claimed_by`` for a session holding ``slot`` of ``server_id``."""
     return f"/{server_id}.{slot}"

@@ -353,6 +353,22 @@ class SessionSlots:
                 self._held.discard((server_id, slot))
         return None
 
+    def try_slot(self, server_id: int, slot: int) -> bool:
+        """Take exactly ``slot`` of ``server_id`` if it is free (to check its holder is gone)."""
+        with self._lock:
+            if (server_id, slot) in self._held:
+                return False
+            self._held.add((server_id, slot))
+        try:
+            won = self._backend.try_acquire(server_id, slot)
+        except Exception:
+            log.exception("could not take SMTP session slot %s/%s", server_id, slot)
+            won = False
+        if not won:
+            with self._lock:
+                self._held.discard((server_id, slot))
+        return won
+
     def release(self, server_id: int, slot: int) -> None:
         self._backend.release(server_id, slot)
         with self._lock:

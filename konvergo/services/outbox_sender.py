@@ -108,6 +108,7 @@ class Dispatcher:
         if self._stop.is_set():
             return self._take_done()
         self._hold_orphans()
+        self._reclaim_dead_sessions()
         now = timezone.now()
         due = {
             sid: n
@@ -229,6 +230,22 @@ class Dispatcher:
             last_reply="The outgoing server chosen for this mail is archived.",
             last_fix="Unarchive the server, then click Retry on the mail.",
         )
+
+    def _reclaim_dead_sessions(self) -> None:
+        """Re-queue rows of sessions whose slot is free: their worker died mid-batch.
+
+        A live session always holds its slot, so a free slot with rows still ``sending`` under
+        its name means a dead process; this re-sends them now rather than when the lease ends.
+        """
+        for server_id, slot in store.sending_slots():
+            if self.slots.try_slot(server_id, slot):
+                try:
+                    count = store.reclaim_slot(server_id, slot)
+                    log.warning(
+                        "re-queued %d message(s) of a dead session of server %s", count, server_id
+                    )
+                finally:
+                    self.slots.release(server_id, slot)
 
     def _session(self, server_id: int, max_sessions: int) -> None:
         slot = self.slots.acquire(server_id, max_sessions)
