@@ -82,8 +82,9 @@ class KonvergoEmailBackend(BaseEmailBackend):
                 except ValidationFailed as exc:
                     if self.fail_silently:
                         continue
+                    context = {k: v for k, v in exc.context.items() if k != "field"}
                     raise ValidationFailed(
-                        exc.field, f"{exc.field}: {exc.message}", **exc.context
+                        exc.field, f"{exc.field}: {exc.message}", **context
                     ) from exc
                 queued += 1
         return queued
