@@ -93,7 +93,25 @@ _INLINE_IMAGE = re.compile(r"^(cid:|data:image/(png|gif|jpeg|webp)[;,])", re.IGN
 _URL_NOISE = re.compile(r"[\x00-\x20]")
 
 
+# Values that load or execute something, whatever property they are given to.
+_CSS_FORBIDDEN = re.compile(
+    r"url\(|image-set\(|image\(|element\(|expression\(|-moz-binding|behavior|javascript:",
+    re.IGNORECASE,
+)
+
+
+def _filter_style(value: str) -> str | None:
+    # Escapes and comments can hide a forbidden token from the check below: drop it all.
+    if "\\" in value or "/*" in value:
+        return None
+    kept = [decl for decl in value.split(";") if decl.strip() and not _CSS_FORBIDDEN.search(decl)]
+    return ";".join(kept) or None
+
+
 def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
+    if attribute == "style":
+        # nh3 keeps only the allowed property names; this removes dangerous values of them.
+        return _filter_style(value)
     if attribute == "href":
         url = _URL_NOISE.sub("", value).lower()
         return value if url.startswith(_LINK_SCHEMES) else None
@@ -152,17 +170,17 @@ class _TextExtractor(HTMLParser):
         if tag == "pre":
             self._pre_depth += 1
         if tag in _PARAGRAPH_TAGS:
-            self.chunks.append("\n\n")
+            self._break("\n\n")
         elif tag in _LINE_TAGS:
-            self.chunks.append("\n")
+            self._break("\n")
         if tag == "li":
             self.chunks.append("- ")
-        elif tag in {"td", "th"}:
+        elif tag in {"td", "th"} and not self._at_line_start():
             self.chunks.append("\t")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in {"br", "hr"}:
-            self.chunks.append("\n")
+            self._break("\n")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIPPED_TAGS:
@@ -171,16 +189,30 @@ class _TextExtractor(HTMLParser):
         if tag == "pre":
             self._pre_depth = max(0, self._pre_depth - 1)
         if tag in _PARAGRAPH_TAGS:
-            self.chunks.append("\n\n")
+            self._break("\n\n")
 
     def handle_data(self, data: str) -> None:
         if self._skip_depth:
             return
         if self._pre_depth:
             self.chunks.append(data)
-        else:
-            # Outside <pre>, source line breaks and runs of spaces are not visible.
-            self.chunks.append(re.sub(r"\s+", " ", data))
+            return
+        # Outside <pre>, source line breaks and runs of spaces are not visible, nor is a
+        # space at the start of a rendered line.
+        data = re.sub(r"\s+", " ", data)
+        if self._at_line_start():
+            data = data.lstrip(" ")
+        if data:
+            self.chunks.append(data)
+
+    def _at_line_start(self) -> bool:
+        return not self.chunks or self.chunks[-1].endswith(("\n", "\t"))
+
+    def _break(self, newlines: str) -> None:
+        # Trailing spaces before a line break are invisible; <pre> content keeps its own.
+        if self.chunks and not self._pre_depth:
+            self.chunks[-1] = self.chunks[-1].rstrip(" ")
+        self.chunks.append(newlines)
 
 
 def html_to_text(html: str) -> str:
@@ -194,8 +226,5 @@ def html_to_text(html: str) -> str:
     except Exception:  # text derivation is best effort and must not fail intake
         # HTMLParser is lenient, but a derived text body is not worth losing a message for.
         return re.sub(r"<[^>]*>", " ", html).strip()
-    text = "".join(extractor.chunks)
-    lines = [line.strip() for line in text.split("\n")]
     # Collapse the blank lines nested blocks produce into at most one.
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
-    return text.strip()
+    return re.sub(r"\n{3,}", "\n\n", "".join(extractor.chunks)).strip()
