@@ -109,8 +109,9 @@ class _SinkSMTP(SMTP):
                 self._counted = False
                 self._sink.current -= 1
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Called again with the TLS transport after STARTTLS: count the session once.
+    async def smtp_EHLO(self, hostname: str) -> None:
+        # A session counts from its first EHLO (sent again after STARTTLS): aiosmtpd's own
+        # start-up probe connects without one and must not be counted.
         if not self._seen:
             self._seen = True
             self._counted = True
@@ -118,7 +119,7 @@ class _SinkSMTP(SMTP):
                 self._sink.connections += 1
                 self._sink.current += 1
                 self._sink.max_current = max(self._sink.max_current, self._sink.current)
-        super().connection_made(transport)
+        await super().smtp_EHLO(hostname)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._leave()  # idempotent: QUIT may have counted the session out already
@@ -168,11 +169,6 @@ class Sink:
 
     def start(self) -> Sink:
         self.controller.start()
-        with self.state.lock:
-            # aiosmtpd connects once itself to check the server is up; do not count it.
-            self.state.connections = 0
-            self.state.current = 0
-            self.state.max_current = 0
         return self
 
     def stop(self) -> None:
