@@ -79,6 +79,10 @@ class OutboxPolicy:
     smtp_timeout: float = 60.0
     #: A server gets one more session per this many due messages, up to ``max_sessions``.
     messages_per_session: int = 50
+    #: Session threads one worker process runs at most (over all servers).
+    max_threads: int = 32
+    #: While sessions run, look for new due mail at most this often (seconds).
+    scan_interval: float = 0.5
 
 
 POLICY = OutboxPolicy()

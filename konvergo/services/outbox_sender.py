@@ -99,6 +99,7 @@ class Dispatcher:
         self._not_before: dict[int, dt.datetime] = {}
         self._lock = threading.Lock()
         self._done = 0
+        self._scanned = 0.0
         self._stop = threading.Event()
 
     # --- public ------------------------------------------------------------------------
@@ -107,6 +108,11 @@ class Dispatcher:
         """Start sessions for servers with due mail; returns messages finished since last tick."""
         if self._stop.is_set():
             return self._take_done()
+        # The worker loop calls again at once while work gets done; the sessions do that
+        # work, so do not scan the queue on every call while they run.
+        if self._alive() and time.monotonic() - self._scanned < self.policy.scan_interval:
+            return self._take_done()
+        self._scanned = time.monotonic()
         self._hold_orphans()
         self._reclaim_dead_sessions()
         now = timezone.now()
@@ -186,7 +192,9 @@ class Dispatcher:
     def _start_threads(self, server_id: int, wanted: int) -> None:
         with self._lock:
             alive = [t for t in self._sessions.get(server_id, []) if t.is_alive()]
-            for _ in range(wanted - len(alive)):
+            running = sum(1 for threads in self._sessions.values() for t in threads if t.is_alive())
+            room = max(0, self.policy.max_threads - running)
+            for _ in range(min(room, wanted - len(alive))):
                 thread = threading.Thread(
                     target=self._thread_main,
                     args=(server_id,),

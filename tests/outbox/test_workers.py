@@ -32,8 +32,11 @@ def database_url() -> str:
 
 
 @pytest.fixture
-def start_worker(cafile: Path, tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Start `konvergo worker` processes on this test's database (killed after the test)."""
+def start_worker(cafile: Path, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start `konvergo worker` processes on this test's database (killed after the test).
+
+    With ``max_threads`` the small runner (same loop, fewer session threads) is used instead.
+    """
     started: list[subprocess.Popen[bytes]] = []
     env = {
         **os.environ,
@@ -43,9 +46,12 @@ def start_worker(cafile: Path, tmp_path: Path) -> Iterator[Callable[[], subproce
         "KONVERGO_WORKER_INTERVAL": "0.1",
     }
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(max_threads: int | None = None) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen([KONVERGO, "worker"], env=env, stdout=log, stderr=log)
+        command = [KONVERGO, "worker"]
+        if max_threads is not None:
+            command = [sys.executable, "-m", "tests.outbox.run_worker", str(max_threads)]
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=log)
         started.append(process)
         return process
 
@@ -135,8 +141,9 @@ def test_two_workers_on_postgresql_never_send_a_message_twice(
     make_server("John", "john@example.com", sink, max_sessions=3)
     make_server("Notifications", "notifications@example.com", sink, max_sessions=3)
     enqueue(1500, ["John Doe <john@example.com>", "Bob <bob@example.com>"])
-    start_worker()
-    start_worker()
+    # Three session threads each: neither worker can take all six slots alone.
+    start_worker(max_threads=3)
+    start_worker(max_threads=3)
     wait_until(lambda: sent() == 1500, 90, "1,500 rows sent")
     assert len(sink.message_ids()) == 1500 and duplicates(sink) == 0
     assert sink.state.max_current <= 6
