@@ -50,7 +50,11 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        for server in (getattr(self, "smtp", None), getattr(self, "imap", None), getattr(self, "idp", None)):
+        for server in (
+            getattr(self, "smtp", None),
+            getattr(self, "imap", None),
+            getattr(self, "idp", None),
+        ):
             if server is not None:
                 server.stop()
         if getattr(self, "_own_dir", False):
@@ -86,9 +90,11 @@ class Sandbox:
                 f"     microsoft_outlook.endpoint = {self.idp.endpoint('common')}",
                 "     mail.catchall.domain = example.com, mail.default.from = notifications",
                 "4. Outgoing Email Servers → New: Authenticate with Outlook, Username",
-                f"     notifications@example.com, SMTP Server 127.0.0.1, SMTP Port {self.smtp.port}.",
+                "     notifications@example.com, SMTP Server 127.0.0.1,",
+                f"     SMTP Port {self.smtp.port}.",
                 "5. Incoming Mail Servers → New: Outlook OAuth Authentication, Username",
-                f"     john@example.com, Server Name 127.0.0.1, Port {self.imap.port if self.imap else '-'}, SSL/TLS.",
+                "     john@example.com, Server Name 127.0.0.1,",
+                f"     Port {self.imap.port if self.imap else '-'}, SSL/TLS.",
                 "",
                 f"Mailboxes (password 'sandbox' on the sign-in page): {mailboxes}",
                 f"Registered redirect URIs: {', '.join(app.redirect_uris)}",

@@ -43,7 +43,11 @@ def save_general_settings(data: GeneralSettingsInput, actor: object = None) -> M
             "1b2c3d4e-0000-4000-8000-123456789abc: copy it from Microsoft Entra → App "
             "registrations → your app → Overview (not the Object ID, not an email address).",
         )
-    if data.custom_email_servers and not client_id and (new_secret or current.outlook_client_secret):
+    if (
+        data.custom_email_servers
+        and not client_id
+        and (new_secret or current.outlook_client_secret)
+    ):
         raise ValidationFailed(
             "outlook_client_id",
             "Enter the Client ID that goes with the Client Secret (Microsoft Entra → App "

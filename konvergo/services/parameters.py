@@ -120,8 +120,7 @@ KNOWN: dict[str, Param] = {
     "mail.default.from": Param(
         "notifications",
         _clean_local_or_address("mail.default.from"),
-        "The notifications sender: a local part joined to mail.catchall.domain, or a full "
-        "address.",
+        "The notifications sender: a local part joined to mail.catchall.domain, or a full address.",
     ),
     "mail.catchall.domain": Param(
         "", _clean_domain, "The domain of the notifications, catchall and bounce addresses."

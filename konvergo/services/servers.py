@@ -111,7 +111,8 @@ def test_sender(server: OutgoingServer) -> str:
     if notifications and (not domains or notifications.rpartition("@")[2] in domains):
         return notifications
     if domains:
-        return f"{parameters.get('mail.default.from').partition('@')[0] or 'noreply'}@{sorted(domains)[0]}"
+        local = parameters.get("mail.default.from").partition("@")[0] or "noreply"
+        return f"{local}@{sorted(domains)[0]}"
     if server.username and "@" in server.username:
         return server.username
     raise ConfigurationError(

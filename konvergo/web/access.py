@@ -14,7 +14,9 @@ View = TypeVar("View", bound=Callable[..., HttpResponse])
 
 
 def is_admin(user: Any) -> bool:
-    return bool(getattr(user, "is_authenticated", False) and getattr(user, "is_administrator", False))
+    return bool(
+        getattr(user, "is_authenticated", False) and getattr(user, "is_administrator", False)
+    )
 
 
 def admin_required(view: View) -> View:

@@ -24,7 +24,11 @@ def _konvergo(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
     full_env.update(env)
     return subprocess.run(
         [sys.executable, "-m", "konvergo", *args],
-        capture_output=True, text=True, env=full_env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        check=False,
     )
 
 
@@ -68,10 +72,18 @@ def test_production_mode_passes_check_deploy(tmp_path: Path) -> None:
         "KONVERGO_ALLOWED_HOSTS": "erp.example.com",
     }
     assert _konvergo(["migrate", "--no-input"], env).returncode == 0
-    assert _konvergo(["shell", "-c",
-                      "from konvergo.services import parameters;"
-                      "parameters.set_value('web.base.url','https://erp.example.com')"],
-                     env).returncode == 0
+    assert (
+        _konvergo(
+            [
+                "shell",
+                "-c",
+                "from konvergo.services import parameters;"
+                "parameters.set_value('web.base.url','https://erp.example.com')",
+            ],
+            env,
+        ).returncode
+        == 0
+    )
     result = _konvergo(["check", "--deploy", "--fail-level", "WARNING"], env)
     assert result.returncode == 0, result.stderr + result.stdout
     assert "no issues" in result.stdout
@@ -90,9 +102,15 @@ def test_http_base_url_outside_loopback_is_flagged(tmp_path: Path) -> None:
     """An http:// base URL on a public host raises konvergo.W002."""
     env = {"KONVERGO_VAR_DIR": str(tmp_path)}
     _konvergo(["migrate", "--no-input"], env)
-    _konvergo(["shell", "-c",
-               "from konvergo.services import parameters;"
-               "parameters.set_value('web.base.url','http://erp.example.com')"], env)
+    _konvergo(
+        [
+            "shell",
+            "-c",
+            "from konvergo.services import parameters;"
+            "parameters.set_value('web.base.url','http://erp.example.com')",
+        ],
+        env,
+    )
     result = _konvergo(["check", "--deploy"], env)
     assert "konvergo.W002" in result.stderr + result.stdout
 

@@ -23,8 +23,12 @@ def _save(client: Client, **fields: str) -> str:
 @pytest.mark.django_db
 def test_credentials_are_kept_after_save(admin_client: Client) -> None:
     """Client ID and secret survive a save and a reload; the page says a secret is set."""
-    _save(admin_client, custom_email_servers="on", outlook_client_id=CLIENT_ID,
-          outlook_client_secret=SECRET)
+    _save(
+        admin_client,
+        custom_email_servers="on",
+        outlook_client_id=CLIENT_ID,
+        outlook_client_secret=SECRET,
+    )
     page = admin_client.get("/settings/general").content.decode()
     assert CLIENT_ID in page and "A client secret is set" in page
     assert SECRET not in page
@@ -33,8 +37,12 @@ def test_credentials_are_kept_after_save(admin_client: Client) -> None:
 @pytest.mark.django_db
 def test_empty_secret_field_keeps_the_stored_secret(admin_client: Client) -> None:
     """Saving with the Client Secret field empty keeps the secret that was set before."""
-    _save(admin_client, custom_email_servers="on", outlook_client_id=CLIENT_ID,
-          outlook_client_secret=SECRET)
+    _save(
+        admin_client,
+        custom_email_servers="on",
+        outlook_client_id=CLIENT_ID,
+        outlook_client_secret=SECRET,
+    )
     _save(admin_client, custom_email_servers="on", outlook_client_id=CLIENT_ID)
     assert MailSettings.load().outlook_client_secret == SECRET
 
@@ -42,8 +50,13 @@ def test_empty_secret_field_keeps_the_stored_secret(admin_client: Client) -> Non
 @pytest.mark.django_db
 def test_secret_expiry_is_shown_next_to_secret_state(admin_client: Client) -> None:
     """The optional expiry date of the secret is shown with the 'secret set' state."""
-    _save(admin_client, custom_email_servers="on", outlook_client_id=CLIENT_ID,
-          outlook_client_secret=SECRET, outlook_client_secret_expires="2099-01-31")
+    _save(
+        admin_client,
+        custom_email_servers="on",
+        outlook_client_id=CLIENT_ID,
+        outlook_client_secret=SECRET,
+        outlook_client_secret_expires="2099-01-31",
+    )
     assert "(expires 2099-01-31)" in admin_client.get("/settings/general").content.decode()
 
 
@@ -59,18 +72,32 @@ def test_redirect_uri_is_built_from_the_base_url(admin_client: Client) -> None:
 def test_links_to_server_lists_are_present(admin_client: Client) -> None:
     """The Outlook Credentials block links to Outgoing Email Servers and Incoming Mail Servers."""
     page = admin_client.get("/settings/general").content.decode()
-    for label in ("Custom Email Servers", "Outlook Credentials", "Client ID", "Client Secret",
-                  "Outgoing Email Servers", "Incoming Mail Servers"):
+    for label in (
+        "Custom Email Servers",
+        "Outlook Credentials",
+        "Client ID",
+        "Client Secret",
+        "Outgoing Email Servers",
+        "Incoming Mail Servers",
+    ):
         assert label in page
 
 
 @pytest.mark.django_db
 def test_invalid_base_url_is_refused_and_nothing_is_lost(admin_client: Client) -> None:
     """A base URL with a path gets a clear message; the stored settings stay as they were."""
-    _save(admin_client, custom_email_servers="on", outlook_client_id=CLIENT_ID,
-          outlook_client_secret=SECRET)
-    page = _save(admin_client, custom_email_servers="on", outlook_client_id="",
-                 base_url="ftp://erp.example.com/odoo")
+    _save(
+        admin_client,
+        custom_email_servers="on",
+        outlook_client_id=CLIENT_ID,
+        outlook_client_secret=SECRET,
+    )
+    page = _save(
+        admin_client,
+        custom_email_servers="on",
+        outlook_client_id="",
+        base_url="ftp://erp.example.com/odoo",
+    )
     assert "base URL must look like" in page
     settings = MailSettings.load()
     assert settings.outlook_client_id == CLIENT_ID and settings.outlook_client_secret == SECRET
@@ -102,8 +129,12 @@ def test_email_address_as_client_id_is_explained(admin_client: Client) -> None:
 @pytest.mark.django_db
 def test_secret_id_instead_of_value_is_explained(admin_client: Client) -> None:
     """Pasting the Secret ID (a GUID) instead of its Value (AADSTS7000215 later) is refused."""
-    page = _save(admin_client, custom_email_servers="on", outlook_client_id=CLIENT_ID,
-                 outlook_client_secret="aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee")
+    page = _save(
+        admin_client,
+        custom_email_servers="on",
+        outlook_client_id=CLIENT_ID,
+        outlook_client_secret="aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee",
+    )
     assert "Secret ID" in page and MailSettings.load().outlook_client_secret == ""
 
 
@@ -118,9 +149,7 @@ def test_base_url_is_not_changed_by_logging_in_from_another_host(admin_user) -> 
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("days_left", "warned"), [(45, False), (30, True), (3, True), (-1, True)]
-)
+@pytest.mark.parametrize(("days_left", "warned"), [(45, False), (30, True), (3, True), (-1, True)])
 def test_secret_expiry_warning_starts_30_days_before(days_left: int, warned: bool) -> None:
     """Administrators are warned from 30 days before the client secret expires, and after."""
     settings = MailSettings.load()
@@ -136,7 +165,11 @@ def test_secret_expiry_warning_starts_30_days_before(days_left: int, warned: boo
 @pytest.mark.django_db
 def test_expiring_secret_shows_a_banner_to_administrators(admin_client: Client) -> None:
     """A secret expiring in a few days puts a banner with the fix on every admin page."""
-    _save(admin_client, custom_email_servers="on", outlook_client_id=CLIENT_ID,
-          outlook_client_secret=SECRET,
-          outlook_client_secret_expires=(dt.date.today() + dt.timedelta(days=5)).isoformat())
+    _save(
+        admin_client,
+        custom_email_servers="on",
+        outlook_client_id=CLIENT_ID,
+        outlook_client_secret=SECRET,
+        outlook_client_secret_expires=(dt.date.today() + dt.timedelta(days=5)).isoformat(),
+    )
     assert "Certificates &amp; secrets" in admin_client.get("/").content.decode()

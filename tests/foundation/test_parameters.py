@@ -10,7 +10,9 @@ from konvergo.services import parameters
 from konvergo.store.models import SystemParameter
 
 
-@pytest.mark.parametrize("key", ["Mail.Default", "mail..from", "mail from", ".mail", "mail.", "é.x"])
+@pytest.mark.parametrize(
+    "key", ["Mail.Default", "mail..from", "mail from", ".mail", "mail.", "é.x"]
+)
 def test_malformed_keys_are_refused(key: str) -> None:
     """Keys must be lower-case dotted words; anything else is refused with the expected form."""
     with pytest.raises(ValidationFailed, match="not a valid key"):
@@ -19,16 +21,20 @@ def test_malformed_keys_are_refused(key: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "stored"),
-    [("https://erp.example.com/", "https://erp.example.com"),
-     ("http://127.0.0.1:8069", "http://127.0.0.1:8069"),
-     ("HTTPS://ERP.Example.com", "https://erp.example.com")],
+    [
+        ("https://erp.example.com/", "https://erp.example.com"),
+        ("http://127.0.0.1:8069", "http://127.0.0.1:8069"),
+        ("HTTPS://ERP.Example.com", "https://erp.example.com"),
+    ],
 )
 def test_base_url_is_normalised(value: str, stored: str) -> None:
     """The base URL loses its trailing slash and has a lower-case host."""
     assert parameters.clean("web.base.url", value)[1] == stored
 
 
-@pytest.mark.parametrize("value", ["erp.example.com", "https://erp.example.com/odoo", "https://x/?a=1"])
+@pytest.mark.parametrize(
+    "value", ["erp.example.com", "https://erp.example.com/odoo", "https://x/?a=1"]
+)
 def test_base_url_with_path_or_without_scheme_is_refused(value: str) -> None:
     """A base URL without scheme, or with a path or query, cannot build a stable redirect URI."""
     with pytest.raises(ValidationFailed):
@@ -45,7 +51,9 @@ def test_catchall_domain_must_be_a_domain() -> None:
 def test_outlook_endpoint_must_be_https_outside_loopback() -> None:
     """The Microsoft endpoint is https, except a loopback sandbox; a trailing slash is added."""
     with pytest.raises(ValidationFailed):
-        parameters.clean("microsoft_outlook.endpoint", "http://login.example.com/common/oauth2/v2.0")
+        parameters.clean(
+            "microsoft_outlook.endpoint", "http://login.example.com/common/oauth2/v2.0"
+        )
     assert parameters.clean(
         "microsoft_outlook.endpoint", "http://127.0.0.1:9000/common/oauth2/v2.0"
     )[1].endswith("/v2.0/")

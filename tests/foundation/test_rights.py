@@ -25,7 +25,9 @@ SETTINGS_PAGES = [
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("method", "url"), SETTINGS_PAGES)
-def test_plain_user_gets_403_on_every_settings_url(user_client: Client, method: str, url: str) -> None:
+def test_plain_user_gets_403_on_every_settings_url(
+    user_client: Client, method: str, url: str
+) -> None:
     """An Internal User is refused with 403 on each settings URL, whatever the menu shows."""
     assert getattr(user_client, method)(url).status_code == 403
 

@@ -11,7 +11,9 @@ from django.test import Client
 from konvergo.sandbox.idp import IdentityPlatform
 from konvergo.services import parameters
 from konvergo.store.models import MailSettings, OutgoingServer
-from tests.sandbox.fixtures_idp import APP, SECRET, Browser, idp, world  # noqa: F401
+from tests.sandbox.fixtures_idp import APP, SECRET, Browser
+from tests.sandbox.fixtures_idp import idp as idp
+from tests.sandbox.fixtures_idp import world as world
 
 BASE_URL = "http://127.0.0.1:8069"
 

@@ -30,7 +30,10 @@ def test_connect_sends_the_documented_authorize_request(
     assert query["redirect_uri"] == f"{BASE_URL}/microsoft_outlook/confirm"
     assert query["response_mode"] == "query"
     assert set(query["scope"].split()) == {
-        "https://outlook.office.com/SMTP.Send", "offline_access", "openid", "profile"
+        "https://outlook.office.com/SMTP.Send",
+        "offline_access",
+        "openid",
+        "profile",
     }
     assert query["login_hint"] == "john@example.com"
     assert query["code_challenge_method"] == "S256" and len(query["code_challenge"]) == 43
@@ -61,7 +64,9 @@ def test_successful_connect_stores_encrypted_tokens_and_shows_the_green_tag(
     assert response["Location"] == f"/settings/outgoing-servers/{john_server.pk}"
     john_server.refresh_from_db()
     grant = john_server.grant
-    assert grant is not None and grant.status == "valid" and grant.signed_in_as == "john@example.com"
+    assert (
+        grant is not None and grant.status == "valid" and grant.signed_in_as == "john@example.com"
+    )
     assert outlook_configured.introspect(grant.access_token).active
     page = admin_client.get(response["Location"]).content.decode()
     assert "Outlook Token Valid" in page and "tag-ok" in page
@@ -123,7 +128,9 @@ def test_expired_state_is_refused(
 
 
 def test_state_from_another_browser_session_is_refused(
-    admin_client: Client, admin_user: object, john_server: OutgoingServer,
+    admin_client: Client,
+    admin_user: object,
+    john_server: OutgoingServer,
     outlook_configured: IdentityPlatform,
 ) -> None:
     """A callback opened in another session of the same user is refused (login-CSRF guard)."""
@@ -137,7 +144,9 @@ def test_state_from_another_browser_session_is_refused(
 
 
 def test_state_of_another_user_is_refused(
-    admin_client: Client, plain_user: object, john_server: OutgoingServer,
+    admin_client: Client,
+    plain_user: object,
+    john_server: OutgoingServer,
     outlook_configured: IdentityPlatform,
 ) -> None:
     """A state bound to one user cannot be completed by another user, even in its session."""
@@ -157,7 +166,9 @@ def test_cancel_at_consent_explains_the_aadsts_code_with_a_way_back(
 ) -> None:
     """Cancel → AADSTS65004 explained (cause, who acts, fix) with 'Go back to your mail server'."""
     params = microsoft_leg(
-        outlook_configured, start_connect(admin_client, john_server), "john@example.com",
+        outlook_configured,
+        start_connect(admin_client, john_server),
+        "john@example.com",
         button="Cancel",
     )
     assert params["error"] == "access_denied"
@@ -180,11 +191,15 @@ def test_missing_credentials_replace_the_button_with_a_settings_link(
 
 
 def test_plain_user_may_connect_only_the_servers_they_own(
-    user_client: Client, plain_user: object, john_server: OutgoingServer,
+    user_client: Client,
+    plain_user: object,
+    john_server: OutgoingServer,
     outlook_configured: IdentityPlatform,
 ) -> None:
     """A user gets 403 on someone else's server and may connect the server they own."""
-    assert user_client.post(f"/microsoft_outlook/connect/outgoing/{john_server.pk}").status_code == 403
+    assert (
+        user_client.post(f"/microsoft_outlook/connect/outgoing/{john_server.pk}").status_code == 403
+    )
     john_server.owner = plain_user  # type: ignore[assignment]
     john_server.save()
     response = connect(user_client, outlook_configured, john_server, "john@example.com")
@@ -202,7 +217,10 @@ def test_consent_link_lets_the_mailbox_owner_connect_without_a_login(
 
     assert ConsentLink.objects.count() == 1
     page = admin_client.get(f"/settings/outgoing-servers/{john_server.pk}").content.decode()
-    link_path = "/microsoft_outlook/link/" + page.split("/microsoft_outlook/link/")[1].split()[0].rstrip("<").split("<")[0]
+    link_path = (
+        "/microsoft_outlook/link/"
+        + page.split("/microsoft_outlook/link/")[1].split()[0].rstrip("<").split("<")[0]
+    )
     owner = Client()
     assert owner.get(link_path).status_code == 200
     authorize = owner.post(link_path)

@@ -52,7 +52,9 @@ def _expire_soon(grant: OAuthGrant, seconds: int = 60) -> None:
     )
 
 
-def test_fresh_token_is_reused_without_calling_microsoft(grant: OAuthGrant, idp: IdentityPlatform) -> None:
+def test_fresh_token_is_reused_without_calling_microsoft(
+    grant: OAuthGrant, idp: IdentityPlatform
+) -> None:
     """A token with more than 5 minutes left is returned as is."""
     idp.reset_counters()
     assert tokens.access_token(grant) == grant.access_token
@@ -102,12 +104,20 @@ def test_eight_processes_at_expiry_cause_exactly_one_refresh(
     """8 worker processes needing a token at once make one refresh call and all get a token."""
     _expire_soon(grant, 30)
     idp.reset_counters()
-    env = {**os.environ, "KONVERGO_DATABASE_URL": _database_url(),
-           "DJANGO_SETTINGS_MODULE": "konvergo.conf.settings"}
+    env = {
+        **os.environ,
+        "KONVERGO_DATABASE_URL": _database_url(),
+        "DJANGO_SETTINGS_MODULE": "konvergo.conf.settings",
+    }
     start = time.time() + 3.0
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, str(grant.pk), str(start)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(grant.pk), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
         for _ in range(8)
     ]
     outputs = [p.communicate(timeout=90) for p in procs]
@@ -166,11 +176,18 @@ def test_expired_client_secret_needs_no_reconnect_once_replaced(
         tokens.access_token(grant)  # later callers learn an admin must act, without a call
     grant.refresh_from_db()
     assert grant.failure_class == "configuration" and grant.last_error_code == "AADSTS7000222"
-    app.secrets.append(("bbbbbbbb-cccc-4ddd-8eee-ffffffffffff", "new~Secret.Value_42", dt.date(2099, 1, 1)))
-    admin_client.post("/settings/general", {
-        "custom_email_servers": "on", "base_url": parameters.base_url(),
-        "outlook_client_id": app.client_id, "outlook_client_secret": "new~Secret.Value_42",
-    })
+    app.secrets.append(
+        ("bbbbbbbb-cccc-4ddd-8eee-ffffffffffff", "new~Secret.Value_42", dt.date(2099, 1, 1))
+    )
+    admin_client.post(
+        "/settings/general",
+        {
+            "custom_email_servers": "on",
+            "base_url": parameters.base_url(),
+            "outlook_client_id": app.client_id,
+            "outlook_client_secret": "new~Secret.Value_42",
+        },
+    )
     assert idp.introspect(tokens.access_token(grant)).active
 
 
@@ -186,12 +203,12 @@ def test_idle_grants_are_refreshed_before_the_90_day_limit(
     assert keepalive.keep_alive() == 1
     assert idp.token_requests["refresh_token"] == 1
     grant.refresh_from_db()
-    assert grant.refreshed_at is not None and grant.refreshed_at > timezone.now() - dt.timedelta(minutes=1)
+    assert grant.refreshed_at is not None and grant.refreshed_at > timezone.now() - dt.timedelta(
+        minutes=1
+    )
 
 
-def test_tokens_never_reach_the_logs(
-    grant: OAuthGrant, idp: IdentityPlatform, caplog: Any
-) -> None:
+def test_tokens_never_reach_the_logs(grant: OAuthGrant, idp: IdentityPlatform, caplog: Any) -> None:
     """Refreshing logs what happened without the refresh or access token."""
     caplog.set_level(logging.DEBUG)
     _expire_soon(grant)

@@ -32,7 +32,9 @@ def test_whole_sandbox_starts_in_under_three_seconds_and_serves_all_three() -> N
             code, _ = smtp.docmd("AUTH", "XOAUTH2 " + xoauth2("john@example.com", token))
             assert code == 235
         assert sandbox.imap is not None
-        imap = imaplib.IMAP4_SSL("127.0.0.1", sandbox.imap.port, ssl_context=sandbox.tls.client_context())
+        imap = imaplib.IMAP4_SSL(
+            "127.0.0.1", sandbox.imap.port, ssl_context=sandbox.tls.client_context()
+        )
         try:
             # imaplib base64-encodes what the callback returns: hand it the clear string.
             raw = f"user=john@example.com\x01auth=Bearer {token}\x01\x01".encode()
@@ -48,10 +50,32 @@ def test_sandbox_command_prints_the_values_for_the_seed_page(tmp_path) -> None: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("KONVERGO_")}
     env["KONVERGO_VAR_DIR"] = str(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "konvergo", "sandbox", "--ready-and-exit",
-         "--idp-port", "0", "--smtp-port", "0", "--imap-port", "0"],
-        capture_output=True, text=True, env=env, timeout=60, check=True,
+        [
+            sys.executable,
+            "-m",
+            "konvergo",
+            "sandbox",
+            "--ready-and-exit",
+            "--idp-port",
+            "0",
+            "--smtp-port",
+            "0",
+            "--imap-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
     )
-    for needle in ("SANDBOX", "Client ID", "Client Secret", "microsoft_outlook.endpoint",
-                   "TLS (STARTTLS)", "SSL/TLS", "KONVERGO_CA_BUNDLE="):
+    for needle in (
+        "SANDBOX",
+        "Client ID",
+        "Client Secret",
+        "microsoft_outlook.endpoint",
+        "TLS (STARTTLS)",
+        "SSL/TLS",
+        "KONVERGO_CA_BUNDLE=",
+    ):
         assert needle in result.stdout

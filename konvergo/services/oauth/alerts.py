@@ -36,10 +36,14 @@ def grant_invalid(grant_pk: int) -> None:
     sender = parameters.notifications_address()
     if not sender:
         return
+    fix = grant.last_error_fix or (
+        "open the mail server in Konvergo and click Connect your Outlook account, signed in "
+        f"as {grant.mailbox}."
+    )
     text = (
         f"Konvergo can no longer use the Outlook mailbox {grant.mailbox}.\n\n"
         f"Microsoft said: {grant.last_error}\n\n"
-        f"What to do: {grant.last_error_fix or 'open the mail server in Konvergo and click Connect your Outlook account, signed in as ' + grant.mailbox + '.'}\n\n"
+        f"What to do: {fix}\n\n"
         "Mail that needs this mailbox is kept and will be sent once it is reconnected.\n"
     )
     try:
@@ -58,7 +62,7 @@ def banners_for(user: object) -> list[dict[str, str]]:
     try:
         grants = OAuthGrant.objects.filter(status=OAuthGrant.Status.INVALID)
         if not getattr(user, "is_administrator", False):
-            grants = grants.filter(owner=user)
+            grants = grants.filter(owner_id=getattr(user, "pk", None))
         return [
             {
                 "level": "error",

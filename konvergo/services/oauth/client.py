@@ -66,7 +66,7 @@ def session(scope: str, redirect_uri: str | None = None) -> OAuth2Session:
         scope=scope,
         redirect_uri=redirect_uri,
         code_challenge_method="S256",
-        token_endpoint_auth_method="client_secret_post",
+        token_endpoint_auth_method="client_secret_post",  # noqa: S106 (a method name)
     )
     # requests would let REQUESTS_CA_BUNDLE silently replace our trust settings.
     oauth.trust_env = False
@@ -106,9 +106,7 @@ def redeem_code(scope: str, redirect_uri: str, code: str, code_verifier: str) ->
 def refresh(scope: str, refresh_token: str) -> dict[str, Any]:
     """Redeem a refresh token; Microsoft answers with a new (rotated) refresh token."""
     oauth = session(scope)
-    return _call(
-        oauth.refresh_token, endpoints.token_url(endpoint()), refresh_token=refresh_token
-    )
+    return _call(oauth.refresh_token, endpoints.token_url(endpoint()), refresh_token=refresh_token)
 
 
 def authorization_url(
@@ -141,7 +139,9 @@ def id_token_claims(token: dict[str, Any], client_id: str) -> dict[str, Any]:
         )
     try:
         payload = str(raw).split(".")[1]
-        claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims: dict[str, Any] = json.loads(
+            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        )
     except (IndexError, ValueError) as exc:
         raise ConfigurationError("Microsoft returned an id_token that is not a JWT.") from exc
     aud = claims.get("aud")

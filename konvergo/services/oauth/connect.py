@@ -21,7 +21,13 @@ from konvergo.providers.microsoft import endpoints
 from konvergo.providers.microsoft.errors import IdentityError, parse_authorize_error
 from konvergo.services import parameters
 from konvergo.services.oauth import client, tokens
-from konvergo.store.models import AuditEvent, ConsentLink, IncomingServer, OAuthState, OutgoingServer
+from konvergo.store.models import (
+    AuditEvent,
+    ConsentLink,
+    IncomingServer,
+    OAuthState,
+    OutgoingServer,
+)
 
 ServerKind = Literal["outgoing", "incoming"]
 STATE_TTL = dt.timedelta(minutes=10)
@@ -117,11 +123,7 @@ def _claim_state(state: str, user: Any, session_key: str) -> OAuthState:
     if not state:
         raise StateRejected("The Microsoft answer carries no state.")
     with transaction.atomic():
-        row = (
-            OAuthState.objects.select_for_update()
-            .filter(state_digest=digest(state))
-            .first()
-        )
+        row = OAuthState.objects.select_for_update().filter(state_digest=digest(state)).first()
         if row is None:
             raise StateRejected("Unknown state: this link was not started from this Konvergo.")
         if row.used_at is not None:
@@ -159,9 +161,7 @@ def complete(*, params: dict[str, str], user: Any, session_key: str) -> Outcome:
     claims = client.id_token_claims(token, client_id)
     signed_in = str(claims.get("preferred_username", "")).strip().lower()
     if signed_in != server.username.strip().lower():
-        AuditEvent.record(
-            "oauth.wrong_account", f"{row.server_kind}:{server.pk}", signed_in, user
-        )
+        AuditEvent.record("oauth.wrong_account", f"{row.server_kind}:{server.pk}", signed_in, user)
         raise WrongAccount(
             f"You signed in at Microsoft as {signed_in or 'an unknown account'}, but this "
             f"server's Username is {server.username}. Nothing was saved. Click 'Connect your "

@@ -63,7 +63,9 @@ def _refusal(grant: OAuthGrant) -> AuthorizationError | ConfigurationError | Non
     if grant.status == OAuthGrant.Status.INVALID and grant.failure_class != "temporary":
         fix = f" {grant.last_error_fix}" if grant.last_error_fix else ""
         cls = ConfigurationError if grant.failure_class == "configuration" else AuthorizationError
-        return cls(f"Outlook Token Invalid for {grant.mailbox}: {grant.last_error}{fix}", grant=grant.pk)
+        return cls(
+            f"Outlook Token Invalid for {grant.mailbox}: {grant.last_error}{fix}", grant=grant.pk
+        )
     return None
 
 
@@ -150,7 +152,9 @@ def _refresh(grant: OAuthGrant) -> str:
     if stored != 1:
         # Our lease ran out and someone else changed the grant: their state wins, ours is
         # logged (without secrets) so an operator can see the race.
-        log.warning("grant %s changed during a refresh; keeping the other writer's tokens", grant.pk)
+        log.warning(
+            "grant %s changed during a refresh; keeping the other writer's tokens", grant.pk
+        )
     log.info("refreshed the access token of %s (expires %s)", grant.mailbox, expires.isoformat())
     return str(token["access_token"])
 
@@ -183,7 +187,9 @@ def _record_failure(grant: OAuthGrant, me: str, failure_class: str, exc: Excepti
     else:
         fields["status"] = OAuthGrant.Status.INVALID
     OAuthGrant.objects.filter(pk=grant.pk).update(**fields)
-    log.warning("token refresh failed for %s: %s (%s)", grant.mailbox, str(exc)[:300], failure_class)
+    log.warning(
+        "token refresh failed for %s: %s (%s)", grant.mailbox, str(exc)[:300], failure_class
+    )
     if failure_class != "temporary":
         from konvergo.services.oauth import alerts
 

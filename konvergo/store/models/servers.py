@@ -148,7 +148,9 @@ class IncomingServer(models.Model):
 class FolderState(models.Model):
     """Where the fetch of one folder stands: UIDVALIDITY and the highest UID stored."""
 
-    server = models.ForeignKey(IncomingServer, on_delete=models.CASCADE, related_name="folder_states")
+    server = models.ForeignKey(
+        IncomingServer, on_delete=models.CASCADE, related_name="folder_states"
+    )
     folder = models.CharField(max_length=255)
     uidvalidity = models.BigIntegerField(default=0)
     last_uid = models.BigIntegerField(default=0)

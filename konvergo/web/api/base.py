@@ -9,7 +9,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
 from ninja.security import APIKeyHeader, SessionAuth
 
-from konvergo.errors import KonvergoError, ValidationFailed
+from konvergo.errors import KonvergoError, RoutingError, ValidationFailed
 from konvergo.web.access import is_admin
 
 
@@ -55,6 +55,11 @@ def _forbidden(request: HttpRequest, exc: Forbidden) -> HttpResponse:
 @api.exception_handler(ValidationFailed)
 def _invalid(request: HttpRequest, exc: ValidationFailed) -> HttpResponse:
     return api.create_response(request, {"detail": exc.message, "field": exc.field}, status=400)
+
+
+@api.exception_handler(RoutingError)
+def _unroutable(request: HttpRequest, exc: RoutingError) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc), "field": "from"}, status=400)
 
 
 @api.exception_handler(AuthenticationError)

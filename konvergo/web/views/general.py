@@ -110,7 +110,7 @@ def general_settings(request: HttpRequest) -> HttpResponse:
 def toggle_developer_mode(request: HttpRequest) -> HttpResponse:
     user = request.user
     user.developer_mode = not user.developer_mode  # type: ignore[union-attr]
-    user.save(update_fields=["developer_mode"])  # type: ignore[union-attr]
+    user.save(update_fields=["developer_mode"])  # type: ignore[union-attr,call-arg]
     AuditEvent.record(
         "user.developer_mode",
         user.get_username(),

@@ -14,8 +14,12 @@ from konvergo.web.views.servers_common import outlook_block
 def my_servers(request: HttpRequest) -> HttpResponse:
     rows = []
     for kind, model in (("outgoing", OutgoingServer), ("incoming", IncomingServer)):
-        for server in model.objects.filter(owner=request.user).select_related("grant"):  # type: ignore[attr-defined]
+        for server in model.objects.filter(owner_id=request.user.pk).select_related("grant"):  # type: ignore[attr-defined]
             rows.append(
-                {"server": server, "kind": kind, "outlook": outlook_block(server, kind, request.user)}
+                {
+                    "server": server,
+                    "kind": kind,
+                    "outlook": outlook_block(server, kind, request.user),
+                }
             )
     return render(request, "konvergo/servers/my_servers.html", {"rows": rows})

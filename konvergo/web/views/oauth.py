@@ -63,7 +63,7 @@ def connect_view(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
 
 def confirm(request: HttpRequest) -> HttpResponse:
     """GET /microsoft_outlook/confirm: the redirect URI registered in Azure."""
-    params = {k: v for k, v in request.GET.items()}
+    params: dict[str, str] = {k: str(v) for k, v in request.GET.items()}
     try:
         outcome = connect.complete(
             params=params, user=request.user, session_key=request.session.session_key or ""
@@ -71,13 +71,21 @@ def confirm(request: HttpRequest) -> HttpResponse:
     except connect.StateRejected as exc:
         # Nothing from the query is shown: it may have been forged.
         log.warning("refused an OAuth callback: %s", exc)
-        return render(
-            request, "konvergo/oauth/rejected.html", {"reason": str(exc)}, status=403
-        )
+        return render(request, "konvergo/oauth/rejected.html", {"reason": str(exc)}, status=403)
     except connect.WrongAccount as exc:
-        return render(request, "konvergo/oauth/error.html", {"message": str(exc), "back": reverse("home")}, status=400)
+        return render(
+            request,
+            "konvergo/oauth/error.html",
+            {"message": str(exc), "back": reverse("home")},
+            status=400,
+        )
     except KonvergoError as exc:
-        return render(request, "konvergo/oauth/error.html", {"message": str(exc), "back": reverse("home")}, status=400)
+        return render(
+            request,
+            "konvergo/oauth/error.html",
+            {"message": str(exc), "back": reverse("home")},
+            status=400,
+        )
     back = server_url(outcome.kind, outcome.server_id, request.user)
     if outcome.ok:
         messages.success(request, "Outlook Token Valid: the mailbox is connected.")
@@ -86,7 +94,12 @@ def confirm(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "konvergo/oauth/error.html",
-        {"message": outcome.message, "explanation": explanation, "error": outcome.error, "back": back},
+        {
+            "message": outcome.message,
+            "explanation": explanation,
+            "error": outcome.error,
+            "back": back,
+        },
         status=400,
     )
 
@@ -141,6 +154,8 @@ def consent_link(request: HttpRequest, token: str) -> HttpResponse:
                 session_key=_session_key(request),
             )
         except KonvergoError as exc:
-            return render(request, "konvergo/oauth/error.html", {"message": str(exc), "back": "/"}, status=400)
+            return render(
+                request, "konvergo/oauth/error.html", {"message": str(exc), "back": "/"}, status=400
+            )
         return HttpResponseRedirect(url)
     return render(request, "konvergo/oauth/link.html", {"server": server})

@@ -70,7 +70,9 @@ def server_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         candidate: OutgoingServer = form.save(commit=False)
         new_password = form.cleaned_data["password"]
-        was_outlook = server is not None and OutgoingServer.objects.get(pk=server.pk).auth_type == "outlook"
+        was_outlook = (
+            server is not None and OutgoingServer.objects.get(pk=server.pk).auth_type == "outlook"
+        )
         try:
             server_service.clean_outgoing(candidate, new_password)
         except ValidationFailed as exc:

@@ -46,7 +46,7 @@ def parameter_list(request: HttpRequest) -> HttpResponse:
     form = ParameterForm(request.POST or None)
     if request.method == "POST" and _save(request, form, None):
         return redirect("parameters")
-    known = {k: p for k, p in parameters.KNOWN.items()}
+    known = dict(parameters.KNOWN)
     rows = list(SystemParameter.objects.all())
     stored = {r.key for r in rows}
     return render(

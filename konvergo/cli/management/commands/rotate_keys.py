@@ -15,7 +15,9 @@ def encrypted_fields() -> list[tuple[Any, list[str]]]:
     """Every (model, [encrypted field names]) pair of the installed apps."""
     found = []
     for model in apps.get_models():
-        names = [f.attname for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)]
+        names = [
+            f.attname for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)
+        ]
         if names:
             found.append((model, names))
     return found

@@ -47,7 +47,7 @@ class Command(BaseCommand):
         listen = options["listen"] or get_config().listen
         worker = None
         if not options["no_worker"]:
-            worker = subprocess.Popen([sys.executable, "-m", "konvergo", "worker"])  # noqa: S603
+            worker = subprocess.Popen([sys.executable, "-m", "konvergo", "worker"])
         self.stdout.write(f"Konvergo serving on http://{listen} (Ctrl+C to stop)")
         try:
             _Gunicorn(

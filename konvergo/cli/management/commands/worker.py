@@ -17,7 +17,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--once", action="store_true", help="Run every due job once, then exit.")
+        parser.add_argument(
+            "--once", action="store_true", help="Run every due job once, then exit."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["once"]:
