@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,9 @@ from konvergo.config import get_config
 from konvergo.sandbox.runner import Sandbox
 from konvergo.store.models import IncomingServer, OutgoingServer
 from tests.browser.conftest import login
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
+SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -65,8 +69,11 @@ def test_outgoing_server_connects_shows_the_green_tag_and_passes_test_connection
     login(page, base, "root", "admin-pass-123")
     _setup_credentials(page, base, sandbox)
 
-    page.click("text=Outgoing Email Servers")
-    page.click("text=New")
+    # "On the General Settings page, under the Custom Email Servers setting, click the
+    # Outgoing Email Servers link"
+    page.goto(f"{base}/settings/general")
+    page.click("#outlook-credentials >> text=Outgoing Email Servers")
+    page.click("text=Create")
     page.fill("#id_name", "Notifications")
     page.check("input[name=auth_type][value=outlook]")
     assert page.input_value("#id_smtp_host") == "smtp.office365.com"
@@ -87,6 +94,7 @@ def test_outgoing_server_connects_shows_the_green_tag_and_passes_test_connection
 
     page.click("#test-connection button:has-text('Test Connection')")
     page.wait_for_selector("text=Connection Test Successful!")
+    page.screenshot(path=str(SCREENSHOTS / "outgoing-server-connected.png"), full_page=True)
     server = OutgoingServer.objects.get()
     assert server.last_test_ok is True and server.grant is not None
 
@@ -100,8 +108,8 @@ def test_incoming_server_connects_and_is_confirmed(
     _setup_credentials(page, base, sandbox)
     assert sandbox.imap is not None
 
-    page.click("text=Incoming Mail Servers")
-    page.click("text=New")
+    page.click("text=Email → Incoming Mail Servers")  # the seed: "in the Technical Menu"
+    page.click("text=Create")
     page.fill("#id_name", "John's inbox")
     page.check("input[name=server_type][value=outlook]")
     assert page.input_value("#id_host") == "outlook.office365.com"

@@ -43,7 +43,7 @@ def test_admin_enters_outlook_credentials_and_sets_catchall_domain(
     assert page.is_visible("a:has-text('Incoming Mail Servers')")
 
     page.click("button:has-text('Activate the developer mode')")
-    page.click("text=Technical → Parameters → System Parameters")
+    page.click("text=Parameters → System Parameters")
     page.fill("#id_key", "mail.catchall.domain")
     page.fill("#id_value", "example.com")
     page.click("#new-parameter button:has-text('Save')")
