@@ -1,0 +1,407 @@
+"""Outbox benchmark (``make bench``; never run by the tests).
+
+Scenario 1, on SQLite and on PostgreSQL: 2,000 messages of 10 KB to a local aiosmtpd sink over
+STARTTLS with AUTH, measured three ways in the same run against the same sink:
+
+- the ceiling: raw smtplib, one connection, authenticated once, pre-built bytes;
+- Konvergo: ``enqueue_many`` then the worker's threaded sessions until the queue is empty
+  (end to end: building MIME, routing, inserting, claiming, sending, committing each outcome);
+- django-post-office 3.12: ``mail.send`` per message, then ``send_queued_mail_until_done``.
+
+Scenario 2 (SQLite): 10 servers and a sink that answers each DATA after 50 ms, so the ceiling
+is set by the sessions Exchange allows (3 per mailbox): 10 x 3 / 0.05 s = 600 msg/s, also
+measured with raw smtplib in 30 threads.
+
+The sink runs in its own process so that it does not share the client's GIL (the machine has
+2 cores). Every database scenario runs in its own child process (Django is set up once per
+process). The last line printed is one JSON object with every rate and ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import smtplib
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+COUNT = 2000
+SIZE = 10_000
+PASSWORD = "bench-password"  # a loopback sink's password
+NOTIFICATIONS = "notifications@example.com"
+LATENCY = 0.05
+LATENCY_SERVERS = 10
+PG_ADMIN = os.environ.get("KONVERGO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_NAME = "konvergo_bench_outbox"
+
+
+# --- the sink process ---------------------------------------------------------------------
+
+
+def _sink_main(cert_dir: str, passwords: list[str], delay: float, conn: Any) -> None:
+    from tests.outbox.sink import Sink
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(f"{cert_dir}/cert.pem", f"{cert_dir}/key.pem")
+    sink = Sink(context, dict.fromkeys(passwords, PASSWORD), data_delay=delay).start()
+    conn.send(sink.port)
+    while True:
+        command = conn.recv()
+        if command == "count":
+            ids = sink.message_ids()
+            conn.send((sum(ids.values()), len(ids)))
+        elif command == "reset":
+            with sink.state.lock:
+                sink.state.messages.clear()
+            conn.send(True)
+        else:
+            sink.stop()
+            conn.send(True)
+            return
+
+
+class SinkProcess:
+    def __init__(self, cert_dir: str, passwords: list[str], delay: float = 0.0) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_sink_main, args=(cert_dir, passwords, delay, child), daemon=True
+        )
+        self._proc.start()
+        self.port: int = self._conn.recv()
+
+    def count(self) -> tuple[int, int]:
+        self._conn.send("count")
+        received, distinct = self._conn.recv()
+        return int(received), int(distinct)
+
+    def reset(self) -> None:
+        self._conn.send("reset")
+        self._conn.recv()
+
+    def wait_for(self, count: int, timeout: float = 120) -> tuple[int, int]:
+        deadline = time.monotonic() + timeout
+        got = self.count()
+        while got[0] < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+            got = self.count()
+        return got
+
+    def stop(self) -> None:
+        self._conn.send("stop")
+        self._conn.recv()
+        self._proc.join(5)
+
+
+def make_certs(directory: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(directory / "key.pem"))
+
+
+# --- messages and the raw ceiling ---------------------------------------------------------
+
+
+def body(i: int) -> str:
+    line = f"Line of message {i:05d}: the quick brown fox jumps over the lazy dog.\n"
+    return (line * (SIZE // len(line) + 1))[:SIZE]
+
+
+def raw_message(i: int, sender: str) -> bytes:
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["From"] = sender
+    msg["To"] = f"client{i}@customer.test"
+    msg["Subject"] = f"Bench {i}"
+    msg["Message-ID"] = f"<raw.{i}.{time.time_ns()}@example.com>"
+    msg.set_content(body(i))
+    return msg.as_bytes()
+
+
+def raw_send(port: int, cafile: str, user: str, messages: list[bytes]) -> None:
+    context = ssl.create_default_context(cafile=cafile)
+    smtp = smtplib.SMTP("127.0.0.1", port)
+    smtp.starttls(context=context)
+    smtp.login(user, PASSWORD)
+    for i, data in enumerate(messages):
+        smtp.sendmail(user, [f"client{i}@customer.test"], data)
+    smtp.quit()
+
+
+def ceiling(sink: SinkProcess, cafile: str) -> float:
+    """Raw smtplib, one STARTTLS connection, one login, pre-built bytes: msgs/s."""
+    messages = [raw_message(i, NOTIFICATIONS) for i in range(COUNT)]
+    sink.reset()
+    started = time.perf_counter()
+    raw_send(sink.port, cafile, NOTIFICATIONS, messages)
+    elapsed = time.perf_counter() - started
+    assert sink.count()[0] == COUNT
+    return COUNT / elapsed
+
+
+def threaded_ceiling(sink: SinkProcess, cafile: str, users: list[str], per_user: int) -> float:
+    """Raw smtplib with ``per_user`` connections per mailbox in parallel: msgs/s."""
+    jobs = [
+        (u, [raw_message(i, u) for i in range(k, COUNT, len(users) * per_user)])
+        for k, u in enumerate(u for u in users for _ in range(per_user))
+    ]
+    sink.reset()
+    threads = [threading.Thread(target=raw_send, args=(sink.port, cafile, u, m)) for u, m in jobs]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    assert sink.count()[0] == COUNT, sink.count()
+    return COUNT / elapsed
+
+
+# --- a child process per database ----------------------------------------------------------
+
+
+def _setup_django(db: str, var_dir: Path, cafile: str) -> None:
+    os.environ["KONVERGO_VAR_DIR"] = str(var_dir)
+    os.environ["SSL_CERT_FILE"] = cafile  # post-office's Django SMTP backend trusts the CA
+    if db == "sqlite":
+        path = var_dir / "bench-outbox.sqlite3"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        os.environ["KONVERGO_DATABASE_URL"] = f"sqlite:///{path}"
+    else:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {PG_NAME}")
+            admin.execute(f"CREATE DATABASE {PG_NAME}")
+        base = PG_ADMIN.rsplit("/", 1)[0]
+        os.environ["KONVERGO_DATABASE_URL"] = f"{base}/{PG_NAME}"
+
+    import django
+    from django.conf import settings
+
+    from konvergo.conf import settings as base_settings
+
+    values = {k: getattr(base_settings, k) for k in dir(base_settings) if k.isupper()}
+    values["INSTALLED_APPS"] = [*values["INSTALLED_APPS"], "post_office"]
+    values["LOGGING"] = {"version": 1, "disable_existing_loggers": True}
+    values["POST_OFFICE"] = {
+        "BATCH_SIZE": 100,
+        "LOG_LEVEL": 1,
+        "MESSAGE_ID_ENABLED": True,
+        "MESSAGE_ID_FQDN": "example.com",
+    }
+    values["EMAIL_BACKEND"] = "django.core.mail.backends.smtp.EmailBackend"
+    values["EMAIL_HOST"] = "127.0.0.1"
+    values["EMAIL_USE_TLS"] = True
+    values["EMAIL_HOST_USER"] = NOTIFICATIONS
+    values["EMAIL_HOST_PASSWORD"] = PASSWORD
+    settings.configure(**values)
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _konvergo_run(sink: SinkProcess, cafile: str, senders: list[str]) -> dict[str, float]:
+    from django.db import connections
+
+    from konvergo.services.outbox import enqueue_many
+    from konvergo.services.outbox_sender import Dispatcher
+    from konvergo.store.models import OutboxItem
+
+    mails = [
+        {
+            "from_": f"Bench User <{senders[i % len(senders)]}>",
+            "to": f"client{i}@customer.test",
+            "subject": f"Bench {i}",
+            "text": body(i),
+        }
+        for i in range(COUNT)
+    ]
+    sink.reset()
+    started = time.perf_counter()
+    for chunk in range(0, COUNT, 500):
+        enqueue_many(mails[chunk : chunk + 500])
+    queued = time.perf_counter()
+    Dispatcher(threads=True, cafile=cafile, name="bench").drain(timeout=300)
+    done = time.perf_counter()
+    received, distinct = sink.wait_for(COUNT, 10)
+    sent = OutboxItem.objects.filter(state="sent").count()
+    assert received == distinct == sent == COUNT, (received, distinct, sent)
+    OutboxItem.objects.all().delete()
+    connections.close_all()
+    return {
+        "rate": COUNT / (done - started),
+        "enqueue_rate": COUNT / (queued - started),
+        "send_rate": COUNT / (done - queued),
+    }
+
+
+def _post_office_run(sink: SinkProcess) -> float:
+    from django.conf import settings
+    from post_office import mail
+    from post_office.models import Email
+
+    settings.EMAIL_PORT = sink.port
+    sink.reset()
+    lock = tempfile.mktemp(prefix="bench-post-office-")  # a lock file name, not a file
+    started = time.perf_counter()
+    for i in range(COUNT):
+        mail.send(
+            [f"client{i}@customer.test"],
+            NOTIFICATIONS,
+            subject=f"Bench {i}",
+            message=body(i),
+        )
+    mail.send_queued_mail_until_done(lockfile=lock, processes=1)
+    elapsed = time.perf_counter() - started
+    received, _ = sink.wait_for(COUNT, 10)
+    sent = Email.objects.filter(status=0).count()
+    assert received == sent == COUNT, (received, sent)
+    return COUNT / elapsed
+
+
+def child(db: str, var_dir: Path, cert_dir: Path, latency: bool) -> dict[str, float]:
+    cafile = str(cert_dir / "ca.pem")
+    _setup_django(db, var_dir, cafile)
+    from konvergo.services import parameters
+    from konvergo.services.outbox_limits import POLICY
+    from konvergo.store.models import OutgoingServer
+
+    parameters.set_value("mail.catchall.domain", "example.com")
+    result: dict[str, float] = {}
+    if not latency:
+        sink = SinkProcess(str(cert_dir), [NOTIFICATIONS])
+        try:
+            OutgoingServer.objects.create(
+                name="Notifications",
+                from_filter=NOTIFICATIONS,
+                smtp_host="127.0.0.1",
+                smtp_port=sink.port,
+                encryption="starttls",
+                username=NOTIFICATIONS,
+                password=PASSWORD,
+                messages_per_minute=0,
+            )
+            result["ceiling"] = ceiling(sink, cafile)
+            run = _konvergo_run(sink, cafile, [NOTIFICATIONS])
+            result.update({f"konvergo_{k}": v for k, v in run.items()})
+            OutgoingServer.objects.update(max_sessions=1)
+            result["konvergo_1_session_rate"] = _konvergo_run(sink, cafile, [NOTIFICATIONS])["rate"]
+            result["post_office"] = _post_office_run(sink)
+        finally:
+            sink.stop()
+        return result
+    users = [f"user{i}@example.com" for i in range(LATENCY_SERVERS)]
+    sink = SinkProcess(str(cert_dir), users, delay=LATENCY)
+    try:
+        for user in users:
+            OutgoingServer.objects.create(
+                name=user,
+                from_filter=user,
+                smtp_host="127.0.0.1",
+                smtp_port=sink.port,
+                encryption="starttls",
+                username=user,
+                password=PASSWORD,
+                messages_per_minute=0,
+                max_sessions=3,
+            )
+        POLICY.max_threads = LATENCY_SERVERS * 3
+        result["latency_ceiling_measured"] = threaded_ceiling(sink, cafile, users, 3)
+        result["latency_konvergo"] = _konvergo_run(sink, cafile, users)["rate"]
+    finally:
+        sink.stop()
+    return result
+
+
+def run_child(db: str, var_dir: Path, cert_dir: Path, latency: bool) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", db, str(var_dir), str(cert_dir)]
+    if latency:
+        command.append("--latency")
+    out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=3, metavar=("DB", "VAR_DIR", "CERT_DIR"))
+    parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        db, var_dir, cert_dir = args.child
+        print(json.dumps(child(db, Path(var_dir), Path(cert_dir), args.latency)))
+        return
+
+    var_dir = Path(os.environ.get("KONVERGO_VAR_DIR", ROOT / "var" / "bench")).resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    cert_dir = Path(tempfile.mkdtemp(prefix="konvergo-bench-certs-"))
+    try:
+        make_certs(cert_dir)
+        summary: dict[str, float] = {}
+        dbs = ["sqlite"] if args.no_postgres else ["sqlite", "postgres"]
+        for db in dbs:
+            r = run_child(db, var_dir, cert_dir, latency=False)
+            print(
+                f"{db:9} ceiling (raw smtplib, 1 connection) {r['ceiling']:7.0f} msg/s | "
+                f"konvergo {r['konvergo_rate']:6.0f} msg/s end to end "
+                f"(enqueue {r['konvergo_enqueue_rate']:.0f}/s, "
+                f"send {r['konvergo_send_rate']:.0f}/s; "
+                f"1 session {r['konvergo_1_session_rate']:.0f}/s) | "
+                f"post-office {r['post_office']:5.0f} msg/s"
+            )
+            summary[f"{db}_ceiling_rate"] = round(r["ceiling"], 1)
+            summary[f"{db}_rate"] = round(r["konvergo_rate"], 1)
+            summary[f"{db}_enqueue_rate"] = round(r["konvergo_enqueue_rate"], 1)
+            summary[f"{db}_send_rate"] = round(r["konvergo_send_rate"], 1)
+            summary[f"{db}_one_session_rate"] = round(r["konvergo_1_session_rate"], 1)
+            summary[f"{db}_post_office_rate"] = round(r["post_office"], 1)
+            summary[f"{db}_ratio_to_ceiling"] = round(r["konvergo_rate"] / r["ceiling"], 3)
+            summary[f"{db}_send_ratio_to_ceiling"] = round(
+                r["konvergo_send_rate"] / r["ceiling"], 3
+            )
+            summary[f"{db}_one_session_ratio_to_ceiling"] = round(
+                r["konvergo_1_session_rate"] / r["ceiling"], 3
+            )
+            summary[f"{db}_ratio_to_post_office"] = round(r["konvergo_rate"] / r["post_office"], 2)
+        summary["ratio_to_post_office"] = summary["sqlite_ratio_to_post_office"]
+        r = run_child("sqlite", var_dir, cert_dir, latency=True)
+        theoretical = LATENCY_SERVERS * 3 / LATENCY
+        print(
+            f"latency   10 servers x 3 sessions, 50 ms per DATA: ceiling {theoretical:.0f} msg/s "
+            f"(measured with raw smtplib in 30 threads: {r['latency_ceiling_measured']:.0f}) | "
+            f"konvergo {r['latency_konvergo']:.0f} msg/s"
+        )
+        summary["latency_ceiling_rate"] = theoretical
+        summary["latency_ceiling_measured_rate"] = round(r["latency_ceiling_measured"], 1)
+        summary["latency_rate"] = round(r["latency_konvergo"], 1)
+        summary["latency_ratio_to_ceiling"] = round(r["latency_konvergo"] / theoretical, 3)
+        summary["latency_ratio_to_measured_ceiling"] = round(
+            r["latency_konvergo"] / r["latency_ceiling_measured"], 3
+        )
+        print(json.dumps(summary))
+    finally:
+        shutil.rmtree(cert_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
