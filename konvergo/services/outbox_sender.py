@@ -130,9 +130,11 @@ class Dispatcher:
                     server["max_sessions"], server["messages_per_minute"], due[server["id"]]
                 )
                 if self.threads:
-                    self._start_threads(server["id"], wanted)
+                    self._start_threads(server["id"], server["max_sessions"], wanted)
                 else:
-                    self._session(server["id"], server["max_sessions"])
+                    slot = self.slots.acquire(server["id"], server["max_sessions"])
+                    if slot is not None:
+                        self._session(server["id"], slot)
         return self._take_done()
 
     def drain(self, timeout: float = 60.0) -> int:
@@ -189,31 +191,30 @@ class Dispatcher:
             return 1  # one connection already sends a message a second or more
         return min(cap, 1 + (due - 1) // max(1, p.messages_per_session))
 
-    def _start_threads(self, server_id: int, wanted: int) -> None:
+    def _start_threads(self, server_id: int, max_sessions: int, wanted: int) -> None:
+        # The slot is taken before the thread exists: a thread that could not get one would
+        # still use up room that another server with free slots needs.
         with self._lock:
             alive = [t for t in self._sessions.get(server_id, []) if t.is_alive()]
             running = sum(1 for threads in self._sessions.values() for t in threads if t.is_alive())
             room = max(0, self.policy.max_threads - running)
             for _ in range(min(room, wanted - len(alive))):
+                slot = self.slots.acquire(server_id, max_sessions)
+                if slot is None:
+                    break
                 thread = threading.Thread(
                     target=self._thread_main,
-                    args=(server_id,),
-                    name=f"outbox-{server_id}",
+                    args=(server_id, slot),
+                    name=f"outbox-{server_id}.{slot}",
                     daemon=True,
                 )
                 alive.append(thread)
                 thread.start()
             self._sessions[server_id] = alive
 
-    def _thread_main(self, server_id: int) -> None:
+    def _thread_main(self, server_id: int, slot: int) -> None:
         try:
-            max_sessions = (
-                OutgoingServer.objects.filter(pk=server_id)
-                .values_list("max_sessions", flat=True)
-                .first()
-            )
-            if max_sessions is not None:
-                self._session(server_id, max_sessions)
+            self._session(server_id, slot)
         except Exception:
             log.exception("outbox session for server %s failed", server_id)
         finally:
@@ -255,10 +256,8 @@ class Dispatcher:
                 finally:
                     self.slots.release(server_id, slot)
 
-    def _session(self, server_id: int, max_sessions: int) -> None:
-        slot = self.slots.acquire(server_id, max_sessions)
-        if slot is None:
-            return  # every slot is in use by this or another worker
+    def _session(self, server_id: int, slot: int) -> None:
+        """Send the server's due mail while holding ``slot``; releases it when done."""
         worker = f"{self.name}{store.slot_suffix(server_id, slot)}"
         connection: SmtpConnection | None = None
         try:
