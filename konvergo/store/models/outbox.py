@@ -37,6 +37,8 @@ class OutboxItem(models.Model):
     message_id = models.CharField(max_length=512, db_index=True)
     subject = models.CharField(max_length=998, blank=True, default="")
     header_from = models.CharField(max_length=998)
+    #: The From as the caller wrote it, before routing (a re-route starts from it).
+    original_from = models.CharField(max_length=998, blank=True, default="")
     envelope_from = models.CharField(max_length=320)
     recipients = models.JSONField(default=list)
     raw = models.BinaryField()
@@ -57,7 +59,11 @@ class OutboxItem(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["state", "next_attempt_at"], name="outbox_due")]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="outbox_due"),
+            # The per-minute rate window counts a server's recent sends.
+            models.Index(fields=["server", "state", "sent_at"], name="outbox_rate"),
+        ]
 
 
 class ApiKey(models.Model):

@@ -62,7 +62,8 @@ class OutgoingServer(models.Model):
         default=3, help_text="Concurrent SMTP sessions (Exchange Online allows 3 per mailbox)."
     )
     messages_per_minute = models.PositiveIntegerField(
-        default=30, help_text="Exchange Online accepts 30 messages per minute per mailbox."
+        default=30,
+        help_text="Exchange Online accepts 30 messages per minute per mailbox (0: no limit).",
     )
     throttled_until = models.DateTimeField(null=True, blank=True)
     last_test_at = models.DateTimeField(null=True, blank=True)
