@@ -1,0 +1,77 @@
+"""Test Connection against the sandbox's Exchange: success, and failures explained."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+from django.test import Client
+
+from konvergo import config as config_module
+from konvergo.config import get_config
+from konvergo.sandbox.runner import Sandbox
+from konvergo.services import parameters
+from konvergo.services.servers import run_smtp_test
+from konvergo.store.models import MailSettings, OutgoingServer
+from tests.oauth.conftest import connect
+from tests.sandbox.fixtures_idp import APP, SECRET
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    with Sandbox(with_imap=False) as running:
+        trusted = dataclasses.replace(get_config(), ca_bundle=running.tls.ca_file)
+        monkeypatch.setattr(config_module, "_CONFIG", trusted)
+        yield running
+
+
+def _connected(sandbox: Sandbox, client: Client, upn: str) -> OutgoingServer:
+    settings = MailSettings.load()
+    settings.custom_email_servers = True
+    settings.outlook_client_id = APP
+    settings.outlook_client_secret = SECRET
+    settings.save()
+    parameters.set_value("web.base.url", "http://127.0.0.1:8069")
+    parameters.set_value("microsoft_outlook.endpoint", sandbox.idp.endpoint("common"))
+    server = OutgoingServer.objects.create(
+        name=upn,
+        auth_type="outlook",
+        smtp_host="127.0.0.1",
+        smtp_port=sandbox.smtp.port,
+        encryption="starttls",
+        username=upn,
+        from_filter=upn,
+    )
+    assert connect(client, sandbox.idp, server, upn).status_code == 302
+    server.refresh_from_db()
+    return server
+
+
+def test_smtp_auth_disabled_is_explained_with_both_switches(
+    sandbox: Sandbox, admin_client: Client
+) -> None:
+    """535 5.7.139 shows Microsoft's text and where to switch Authenticated SMTP on."""
+    server = _connected(sandbox, admin_client, "john@example.com")
+    sandbox.world.mailboxes["john@example.com"].smtp_auth_enabled = False
+    response = admin_client.post(f"/settings/outgoing-servers/{server.pk}/test", follow=True)
+    page = response.content.decode()
+    assert "535 5.7.139" in page and "SmtpClientAuthentication is disabled" in page
+    assert "Authenticated SMTP" in page
+    server.refresh_from_db()
+    assert server.last_test_ok is False and "5.7.139" in server.last_test_message
+
+
+def test_send_as_refusal_is_caught_only_by_a_real_test_email(
+    sandbox: Sandbox, admin_client: Client
+) -> None:
+    """Exchange refuses a From the mailbox may not use at end of DATA: the optional send sees it."""
+    server = _connected(sandbox, admin_client, "nosendas@example.com")
+    server.from_filter = "other@example.com"  # a sender this mailbox has no SendAs right for
+    server.save()
+    assert run_smtp_test(server).ok  # stops before the end of DATA: nothing to refuse yet
+    outcome = run_smtp_test(server, send_to="jane@example.com")
+    assert not outcome.ok and "SendAsDenied" in outcome.message
+    assert "Send as" in outcome.fix or "SendAs" in outcome.fix
