@@ -26,7 +26,7 @@ class Command(BaseCommand):
     help = "Show servers, their OAuth grants, the outbox, and what to fix."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        console = Console(file=self.stdout, width=140)
+        console = Console(file=self.stdout, width=140)  # type: ignore[arg-type]
         servers = Table(title="Mail servers")
         for column in ("kind", "name", "username", "token", "last check", "problem / fix"):
             servers.add_column(column)
