@@ -40,7 +40,8 @@ from django.utils import timezone
 from konvergo.errors import ConfigurationError, KonvergoError
 from konvergo.providers.microsoft.catalogue import explain
 from konvergo.services import worker
-from konvergo.services.intake_store import BatchOutcome, Parsed, parse_fetched, store_batch
+from konvergo.services.intake_parse import POOL_THRESHOLD, Parsed, ParserPool, parse_fetched
+from konvergo.services.intake_store import BatchOutcome, store_batch
 from konvergo.store.models import FolderState, IncomingServer
 from konvergo.transports.auth import Credentials, PasswordAuth, XOAuth2Auth
 from konvergo.transports.imap import BATCH_SIZE, FolderStatus, ImapConnection, ImapSettings
@@ -356,20 +357,40 @@ class Fetcher:
         IncomingServer.objects.filter(pk=server.pk).update(
             progress_total=F("progress_total") + len(uids)
         )
-        for batch in _batched(conn.fetch_batch(uids, self.batch_size), self.batch_size):
-            renew_lease(server.pk, self.owner)
-            parsed: list[Parsed] = [parse_fetched(m) for m in batch]
-            outcome = store_batch(server, folder, status.uidvalidity, parsed)
-            self.result.stored += outcome.stored
-            self.result.duplicates += outcome.duplicates
-            self.result.quarantined += outcome.quarantined
-            if server.mark_read:
-                conn.mark_seen(outcome.uids)
-            if self.progress is not None:
-                done = self.result.stored + self.result.duplicates + self.result.quarantined
-                self.progress(done, self.result.found)
-            if self.on_batch is not None:
-                self.on_batch(outcome)
+        batches = _batched(conn.fetch_batch(uids, self.batch_size), self.batch_size)
+        if len(uids) < POOL_THRESHOLD:
+            for batch in batches:
+                self._store(conn, folder, status, [parse_fetched(m) for m in batch])
+            return
+        # Large fetch: batch N+1 is parsed in other processes while batch N is stored.
+        pool = ParserPool()
+        try:
+            pending = None
+            for batch in batches:
+                ahead = pool.submit(batch)
+                if pending is not None:
+                    self._store(conn, folder, status, pending.result())
+                pending = ahead
+            if pending is not None:
+                self._store(conn, folder, status, pending.result())
+        finally:
+            pool.close()
+
+    def _store(
+        self, conn: ImapConnection, folder: str, status: FolderStatus, parsed: list[Parsed]
+    ) -> None:
+        renew_lease(self.server.pk, self.owner)
+        outcome = store_batch(self.server, folder, status.uidvalidity, parsed)
+        self.result.stored += outcome.stored
+        self.result.duplicates += outcome.duplicates
+        self.result.quarantined += outcome.quarantined
+        if self.server.mark_read:
+            conn.mark_seen(outcome.uids)
+        if self.progress is not None:
+            done = self.result.stored + self.result.duplicates + self.result.quarantined
+            self.progress(done, self.result.found)
+        if self.on_batch is not None:
+            self.on_batch(outcome)
 
 
 def fetch_server(

@@ -25,7 +25,8 @@ from django.db.models import F
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from konvergo.mailparse import ParsedMessage, UnparseableMessage, parse
+from konvergo.mailparse import ParsedMessage
+from konvergo.services.intake_parse import Parsed
 from konvergo.services.intake_threading import Route, route_batch
 from konvergo.store.models import (
     Attachment,
@@ -37,7 +38,6 @@ from konvergo.store.models import (
     ThreadParticipant,
     User,
 )
-from konvergo.transports.imap import FetchedMessage
 
 log = logging.getLogger("konvergo.intake")
 
@@ -52,26 +52,6 @@ class BatchOutcome:
     duplicates: int = 0
     quarantined: int = 0
     uids: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Parsed:
-    """A fetched message with its parse result (or the reason it could not be parsed)."""
-
-    fetched: FetchedMessage
-    message: ParsedMessage | None
-    reason: str = ""
-
-
-def parse_fetched(fetched: FetchedMessage) -> Parsed:
-    """Parse, never raise: a parser failure of any kind is a reason for quarantine."""
-    try:
-        return Parsed(fetched, parse(fetched.raw))
-    except UnparseableMessage as exc:
-        return Parsed(fetched, None, str(exc))
-    except Exception as exc:  # a parser bug must not stop the mailbox: keep the bytes
-        log.exception("parser failed on uid %s", fetched.uid)
-        return Parsed(fetched, None, f"parser error: {type(exc).__name__}: {exc}")
 
 
 def store_batch(

@@ -22,7 +22,9 @@ def test_reply_with_in_reply_to_lands_in_the_thread_of_the_original(
         MAILBOX,
         [
             message("Re: Quote", message_id="<q2@external.test>", In_Reply_To="<q1@external.test>"),
-            message("Re: Re: Quote", message_id="<q3@x.test>", References="<q1@x> <q2@external.test>"),
+            message(
+                "Re: Re: Quote", message_id="<q3@x.test>", References="<q1@x> <q2@external.test>"
+            ),
             message("Unrelated"),
         ],
     )
