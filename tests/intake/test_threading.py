@@ -11,6 +11,9 @@ from tests.intake.conftest import MAILBOX, message
 
 pytestmark = pytest.mark.dovecot
 
+#: An unknown id first, then the reply: the newest known reference wins.
+REFS = "<q1@x> <q2@external.test>"
+
 
 def test_reply_with_in_reply_to_lands_in_the_thread_of_the_original(
     password_server: IncomingServer, imap_server: SandboxImap
