@@ -49,6 +49,10 @@ class IncomingServerForm(forms.ModelForm):  # type: ignore[type-arg]
             "fetch_since": forms.DateInput(attrs={"type": "date"}),
         }
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["host"].required = False
+
 
 @admin_required
 def server_list(request: HttpRequest) -> HttpResponse:

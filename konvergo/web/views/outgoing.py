@@ -46,12 +46,18 @@ class OutgoingServerForm(forms.ModelForm):  # type: ignore[type-arg]
         ]
         widgets = {
             "auth_type": forms.RadioSelect,
+            "smtp_host": forms.TextInput(attrs={"placeholder": "e.g. smtp.office365.com"}),
             "encryption": forms.RadioSelect,
             "from_filter": forms.TextInput(
                 attrs={"placeholder": "e.g. email@domain.com, domain.com"}
             ),
             "name": forms.TextInput(attrs={"placeholder": "e.g. My Outgoing Server"}),
         }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Outlook fills the host itself; the service refuses an empty host for the others.
+        self.fields["smtp_host"].required = False
 
 
 @admin_required
