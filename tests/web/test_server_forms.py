@@ -31,7 +31,7 @@ def _save(client: Client, **changes: str) -> Any:
 
 
 def test_outlook_server_gets_defaults_and_filter_from_username(admin_client: Client) -> None:
-    """An Outlook server without host gets smtp.office365.com; FROM Filtering defaults to the mailbox."""
+    """An Outlook server gets smtp.office365.com and its FROM Filtering defaults to the mailbox."""
     assert _save(admin_client).status_code == 302
     server = OutgoingServer.objects.get()
     assert server.smtp_host == "smtp.office365.com" and server.smtp_port == 587
