@@ -79,3 +79,24 @@ def test_sandbox_command_prints_the_values_for_the_seed_page(tmp_path) -> None: 
         "KONVERGO_CA_BUNDLE=",
     ):
         assert needle in result.stdout
+
+
+def test_outlook_com_account_has_imap_off_by_default() -> None:
+    """The personal account profile answers NO AUTHENTICATE failed. until IMAP is switched on."""
+    with Sandbox() as sandbox:
+        assert sandbox.imap is not None
+        token = sandbox.idp.mint_access_token("sam@outlook.com")
+        imap = imaplib.IMAP4_SSL(
+            "127.0.0.1", sandbox.imap.port, ssl_context=sandbox.tls.client_context()
+        )
+        try:
+            raw = f"user=sam@outlook.com\x01auth=Bearer {token}\x01\x01".encode()
+            replies = iter([raw])
+            try:
+                imap.authenticate("XOAUTH2", lambda _: next(replies, b""))
+            except imaplib.IMAP4.error as exc:
+                assert "AUTHENTICATE failed" in str(exc)
+            else:
+                raise AssertionError("IMAP must be off for the Outlook.com profile")
+        finally:
+            imap.shutdown()
