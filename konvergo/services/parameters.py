@@ -135,6 +135,21 @@ KNOWN: dict[str, Param] = {
         _clean_local_or_address("mail.bounce.alias"),
         "The envelope sender (Return-Path) alias at mail.catchall.domain.",
     ),
+    "mail.alias.inbox": Param(
+        "",
+        _clean_local_or_address("mail.alias.inbox"),
+        "Mail sent to this alias (at mail.catchall.domain) opens an Inbox conversation.",
+    ),
+    "mail.alias.lead": Param(
+        "",
+        _clean_local_or_address("mail.alias.lead"),
+        "Mail sent to this alias (e.g. sales) opens a Lead thread.",
+    ),
+    "mail.alias.ticket": Param(
+        "",
+        _clean_local_or_address("mail.alias.ticket"),
+        "Mail sent to this alias (e.g. support) opens a Helpdesk ticket thread.",
+    ),
     "microsoft_outlook.endpoint": Param(
         DEFAULT_OUTLOOK_ENDPOINT,
         _clean_endpoint,

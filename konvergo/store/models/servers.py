@@ -132,6 +132,10 @@ class IncomingServer(models.Model):
     messages_fetched = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     last_error_fix = models.TextField(blank=True, default="")
+    #: Exchange's "Suggested Backoff Time": no fetch before this moment.
+    retry_after = models.DateTimeField(null=True, blank=True)
+    #: Whether the server offered IDLE at the last connection (None: not known yet).
+    supports_idle = models.BooleanField(null=True, blank=True)
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     lease_owner = models.CharField(max_length=128, blank=True, default="")
