@@ -47,6 +47,9 @@ _NOT_CHARSETS = frozenset(
 
 _FALLBACKS = ("utf-8", "cp1252")
 
+# Codecs whose strict decoding never produces a surrogate code point.
+_SURROGATE_FREE = frozenset({"utf-8", "ascii", "cp1252", "iso8859-1", "iso8859-15", "iso8859-2"})
+
 _ANY_SURROGATE = re.compile("[\ud800-\udfff]")
 # Surrogates outside the range ``surrogateescape`` uses for bytes 0x80-0xFF.
 _FOREIGN_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
@@ -79,8 +82,9 @@ def decode_bytes(data: bytes, declared: str | None = None) -> str:
             text = data.decode(candidate)
         except (UnicodeDecodeError, LookupError):
             continue
-        # UTF-7 and UTF-16 can yield lone surrogates, which no database accepts.
-        if _ANY_SURROGATE.search(text) is None:
+        # UTF-7 and UTF-16 can yield lone surrogates, which no database accepts; strict
+        # UTF-8 and the single-byte codecs cannot, so their (long) texts skip the search.
+        if candidate in _SURROGATE_FREE or _ANY_SURROGATE.search(text) is None:
             return text
     return data.decode("latin-1")
 

@@ -5,11 +5,22 @@ what to keep and makes every value safe to store: no lone surrogates, no NUL cha
 lengths that fit the ``Message``/``Attachment`` columns, sanitised HTML. Anything short of
 "these bytes are not a message at all" is parsed as well as possible and the problems are
 listed in ``ParsedMessage.defects``; only :class:`UnparseableMessage` is ever raised.
+
+Speed (intake parses every message it fetches): ``policy.default`` builds a header object
+with a full RFC 5322 parse for every header read, which costs more than the rest of parsing a
+10 KB message. Header values that are plain printable ASCII in the everyday shapes
+(``Name <user@host>``, a single ``<id@host>``, a parsable date) are therefore read straight
+from the raw value by :mod:`konvergo.mailparse.fastheaders`; anything else still goes through
+``policy.default``. A message whose top level is a single ``text/plain`` or ``text/html`` part
+in 7bit/8bit/quoted-printable/base64 has only its header block run through the parser, and its
+body decoded from the bytes after it. Both shortcuts give exactly what the full path gives
+(tests/mailparse/test_fast_paths.py compares them); ``_FAST = False`` turns them off.
 """
 
 from __future__ import annotations
 
 import binascii
+import quopri
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,9 +28,11 @@ from datetime import UTC, datetime
 from email import policy
 from email.feedparser import BytesFeedParser
 from email.header import decode_header
+from email.headerregistry import AddressHeader, HeaderRegistry, SingleAddressHeader
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
 
+from konvergo.mailparse import fastheaders
 from konvergo.mailparse.charsets import decode_bytes, repair
 from konvergo.mailparse.errors import UnparseableMessage
 from konvergo.mailparse.html import html_to_text, sanitize_html
@@ -67,6 +80,19 @@ _EXTENSIONS = {
 }
 # Names senders' software gets wrong, mapped to what they mean.
 _CONTENT_TYPE_FIXES = {"binary/octet-stream": "application/octet-stream"}
+
+# Off: every header through policy.default and every message through the full parse
+# (the reference the shortcuts are tested against).
+_FAST = True
+# The end of the header block: the first empty line.
+_HEADER_END = re.compile(rb"\n\r?\n")
+# A top-level single text part the shortcut decodes itself: type, then simple parameters.
+_PARAM_TEXT = r';[ \t]*([A-Za-z0-9_-]+)=(?:"([^"\\]*)"|([^;"()<>@,:\\/\[\]?= \t]+))[ \t]*'
+_PARAM = re.compile(_PARAM_TEXT)
+_SIMPLE_TYPE = re.compile(rf"[ \t]*text/(plain|html)[ \t]*((?:{_PARAM_TEXT})*);?[ \t]*", re.I)
+_SIMPLE_CTE = frozenset({"7bit", "8bit", "binary", "quoted-printable", "base64"})
+# Header fields the shortcut reads to decide; more than one of any means the full parse.
+_STRUCTURE_FIELDS = ("content-type", "content-transfer-encoding", "content-disposition")
 
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 _FILENAME_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
@@ -175,8 +201,30 @@ def _decode_words(raw: str) -> str:
     return "".join(chunks)
 
 
+def _raw_values(message: Message, name: str) -> list[str]:
+    lowered = name.lower()
+    return [str(v) for key, v in message.raw_items() if key.lower() == lowered]
+
+
+# Which cheap reading applies to a field read with _header_text (others: policy.default).
+_FAST_TEXT = {
+    "subject": fastheaders.unstructured,
+    "in-reply-to": fastheaders.unstructured,
+    "message-id": fastheaders.message_id,
+    "date": fastheaders.date,
+}
+
+
 def _header_text(message: Message, name: str, defects: _Defects) -> str | None:
     """Return the decoded value of the first ``name`` field, or None when absent."""
+    reader = _FAST_TEXT.get(name.lower()) if _FAST else None
+    if reader is not None:
+        raw = _raw_value(message, name)
+        if raw is None:
+            return None
+        text = reader(raw)
+        if text is not None:
+            return text  # printable ASCII: nothing for _clean() to repair
     try:
         value = message.get(name)
     except Exception as exc:  # the stdlib header parser has crashed on hostile input
@@ -211,8 +259,11 @@ def _addresses(message: Message, name: str, defects: _Defects) -> list[tuple[str
     """Return ``(display name, bare address)`` for every address in every ``name`` field."""
     result: list[tuple[str, str]] = []
     pairs: list[tuple[str, str]] = []
-    raws = [repair(str(v)) for key, v in message.raw_items() if key.lower() == name.lower()]
-    if sum(map(len, raws)) > _LONG_ADDRESS_FIELD:
+    raws = [repair(v) for v in _raw_values(message, name)]
+    fast = _fast_addresses(name, raws) if _FAST else None
+    if fast is not None:
+        pairs = fast
+    elif sum(map(len, raws)) > _LONG_ADDRESS_FIELD:
         # policy.default's address parser is super-linear (20,000 addresses: 15 s); the
         # stdlib's getaddresses() is linear, and its names only lack RFC 2047 decoding.
         pairs = [(_decode_words(n), a) for n, a in getaddresses(raws)]
@@ -237,6 +288,35 @@ def _addresses(message: Message, name: str, defects: _Defects) -> list[tuple[str
             continue
         result.append((_clean(display).strip(), bare))
     return result
+
+
+def _fast_addresses(name: str, raws: list[str]) -> list[tuple[str, str]] | None:
+    """The pairs of every ``name`` field read cheaply, or None when one needs policy.default."""
+    if not raws or sum(map(len, raws)) > _LONG_ADDRESS_FIELD:
+        return None
+    pairs: list[tuple[str, str]] = []
+    if name.lower() not in _ADDRESS_FIELDS:
+        # Unstructured for policy.default (Delivered-To): its text to the lenient splitter.
+        for raw in raws:
+            text = fastheaders.unstructured(raw)
+            if text is None:
+                return None
+            pairs.extend(getaddresses([text]))
+        return pairs
+    for raw in raws:
+        found = fastheaders.addresses(raw)
+        if found is None:
+            return None
+        pairs.extend(found)
+    return pairs
+
+
+# The fields policy.default parses as address lists (the others it reads as unstructured).
+_ADDRESS_FIELDS = frozenset(
+    name
+    for name, kind in HeaderRegistry().registry.items()
+    if issubclass(kind, AddressHeader | SingleAddressHeader)
+)
 
 
 def _unique(values: Iterator[str] | list[str]) -> tuple[str, ...]:
@@ -368,6 +448,115 @@ def _is_message(message: Message) -> bool:
     return any(key.lower() in _MESSAGE_FIELDS for key in message)
 
 
+_Content = tuple[str, str, tuple[ParsedAttachment, ...], str, DeliveryReport | None]
+"""``(body_text, body_html, attachments, content_type, report)``."""
+
+
+def _content(message: EmailMessage, defects: _Defects) -> _Content:
+    """Bodies, attachments, content type and delivery report of a fully parsed message."""
+    text_part = _find_body(message, "plain")
+    html_part = _find_body(message, "html")
+    body_text = _part_text(text_part) if text_part is not None else ""
+    body_html = sanitize_html(_part_text(html_part)) if html_part is not None else ""
+    if text_part is None and html_part is not None:
+        body_text = html_to_text(body_html)
+
+    report = read_report(message)
+
+    attachments: list[ParsedAttachment] = []
+    for part in _leaves(message, defects):
+        if part is not message:
+            defects.extend(part.defects, f"{part.get_content_type()}: ")
+        if part is text_part or part is html_part:
+            continue
+        if part is message and part.get_content_maintype() == "multipart":
+            # Boundary never found: the undivided body is the best text there is.
+            if not body_text:
+                body_text = _part_text(part)
+            continue
+        attachments.append(_attachment(part, len(attachments) + 1, defects))
+    return body_text, body_html, tuple(attachments), message.get_content_type(), report
+
+
+@dataclass
+class _SimpleMessage:
+    """A message that is one text part: its parsed header block and its undecoded body."""
+
+    headers: EmailMessage
+    subtype: str
+    charset: str | None
+    cte: str
+    body: bytes
+
+    def content(self, defects: _Defects) -> _Content:
+        text = decode_bytes(_decode_transfer(self.body, self.cte), self.charset)
+        text = text.replace("\r\n", "\n").replace("\r", "\n").replace(_NUL, "")
+        if self.subtype == "plain":
+            # No HTML part: the sanitiser (nh3) never runs for a text-only message.
+            return text, "", (), "text/plain", None
+        html = sanitize_html(text)
+        return html_to_text(html), html, (), "text/html", None
+
+
+def _decode_transfer(body: bytes, cte: str) -> bytes:
+    # What Message.get_payload(decode=True) does for these encodings (checked by _read_simple).
+    if cte == "quoted-printable":
+        return quopri.decodestring(body)
+    if cte == "base64":
+        return binascii.a2b_base64(body)
+    return body
+
+
+def _read_simple(raw: bytes) -> _SimpleMessage | None:
+    """Parse only the header block when the message is one text/plain or text/html part.
+
+    None when anything would make the full parse differ: MIME structure, a disposition,
+    parameters beyond plain ``name=value``, another transfer encoding, base64 that is not
+    clean, or a header block the parser does not end where the empty line is.
+    """
+    end = _HEADER_END.search(raw)
+    if end is None:
+        return None
+    headers = _read(raw[: end.end()])
+    if headers.get_payload() or headers.defects:
+        return None  # the parser saw the body start elsewhere, or needs to report something
+    fields: dict[str, list[str]] = {}
+    for key, value in headers.raw_items():
+        lowered = key.lower()
+        if lowered in _STRUCTURE_FIELDS:
+            fields.setdefault(lowered, []).append(str(value))
+    if any(len(values) > 1 for values in fields.values()) or "content-disposition" in fields:
+        return None
+    subtype, charset = "plain", None
+    if "content-type" in fields:
+        value = fastheaders.unfold(fields["content-type"][0])
+        found = _SIMPLE_TYPE.fullmatch(value) if value is not None else None
+        if found is None:
+            return None
+        subtype = found.group(1).lower()
+        pairs = _PARAM.findall(found.group(2))
+        params = {k.lower(): quoted or token for k, quoted, token in pairs}
+        if len(params) != len(pairs):
+            return None  # a repeated parameter: which one wins is the stdlib's business
+        charset = params.get("charset")
+        charset = charset.lower() if charset is not None else None
+    cte = ""
+    if "content-transfer-encoding" in fields:
+        value = fastheaders.unfold(fields["content-transfer-encoding"][0])
+        if value is None or value.lower() not in _SIMPLE_CTE:
+            return None
+        cte = value.lower()
+    body = raw[end.end() :]
+    if cte == "base64":
+        if not body.isascii():
+            return None
+        try:
+            binascii.a2b_base64(body)
+        except (binascii.Error, ValueError):
+            return None  # the stdlib's forgiving decoder records defects: full parse
+    return _SimpleMessage(headers, subtype, charset, cte, body)
+
+
 def parse(raw: bytes) -> ParsedMessage:
     """Parse raw RFC 5322 bytes into a :class:`ParsedMessage`.
 
@@ -385,10 +574,14 @@ def parse(raw: bytes) -> ParsedMessage:
     raw = bytes(raw) if not isinstance(raw, bytes) else raw
     if not raw.strip():
         raise UnparseableMessage("empty message: no bytes to parse")
-    try:
-        message = _read(raw)
-    except RecursionError as exc:
-        raise UnparseableMessage("MIME structure nested too deeply to parse") from exc
+    simple = _read_simple(raw) if _FAST else None
+    if simple is not None:
+        message = simple.headers
+    else:
+        try:
+            message = _read(raw)
+        except RecursionError as exc:
+            raise UnparseableMessage("MIME structure nested too deeply to parse") from exc
     if not _is_message(message):
         raise UnparseableMessage(
             "not an RFC 5322 message: no header fields found before the body",
@@ -423,8 +616,11 @@ def parse(raw: bytes) -> ParsedMessage:
     reply_to = _addresses(message, "Reply-To", defects)
 
     references: list[str] = []
-    for value in message.get_all("References") or []:
-        references.extend(extract_ids(_clean(str(value))))
+    for raw_refs in _raw_values(message, "References"):
+        text = fastheaders.unstructured(raw_refs) if _FAST else None
+        if text is None:
+            text = _clean(str(message.policy.header_fetch_parse("References", raw_refs)))
+        references.extend(extract_ids(text))
     references = list(dict.fromkeys(references))[-MAX_REFERENCES:]
     in_reply_to = normalize_message_id(_header_text(message, "In-Reply-To", defects))
 
@@ -432,27 +628,8 @@ def parse(raw: bytes) -> ParsedMessage:
     if date is None and _raw_value(message, "Date") is None:
         defects.add("Date: missing")
 
-    text_part = _find_body(message, "plain")
-    html_part = _find_body(message, "html")
-    body_text = _part_text(text_part) if text_part is not None else ""
-    body_html = sanitize_html(_part_text(html_part)) if html_part is not None else ""
-    if text_part is None and html_part is not None:
-        body_text = html_to_text(body_html)
-
-    report = read_report(message)
-
-    attachments: list[ParsedAttachment] = []
-    for part in _leaves(message, defects):
-        if part is not message:
-            defects.extend(part.defects, f"{part.get_content_type()}: ")
-        if part is text_part or part is html_part:
-            continue
-        if part is message and part.get_content_maintype() == "multipart":
-            # Boundary never found: the undivided body is the best text there is.
-            if not body_text:
-                body_text = _part_text(part)
-            continue
-        attachments.append(_attachment(part, len(attachments) + 1, defects))
+    content = simple.content(defects) if simple is not None else _content(message, defects)
+    body_text, body_html, attachments, content_type, report = content
 
     return ParsedMessage(
         message_id=message_id,
@@ -472,8 +649,8 @@ def parse(raw: bytes) -> ParsedMessage:
         references=tuple(references),
         body_text=body_text,
         body_html=body_html,
-        attachments=tuple(attachments),
+        attachments=attachments,
         defects=tuple(defects.items),
-        content_type=message.get_content_type(),
+        content_type=content_type,
         report=report,
     )

@@ -337,8 +337,9 @@ def test_very_long_address_lists_use_the_linear_parser_and_are_decoded(
     monkeypatch.setattr(AddressHeader, "parse", classmethod(spy))
     names = ", ".join(f"=?utf-8?q?J=C3=BCrgen_{n}?= <u{n}@example.com>" for n in range(20000))
     parsed = parse(f"From: a@example.com\nTo: {names}\n\nx\n".encode())
-    # Only the short From went through the slow parser (20,000 addresses take it 15 s).
-    assert calls == ["a@example.com"]
+    # The long To never went through the slow parser (20,000 addresses take it 15 s); the
+    # short From may (or may be read by the plain-ASCII shortcut).
+    assert calls in ([], ["a@example.com"])
     assert len(parsed.to) == 20000
     assert parsed.to_text.startswith("Jürgen 0 <u0@example.com>, Jürgen 1 <u1@example.com>")
 
