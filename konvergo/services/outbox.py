@@ -79,8 +79,10 @@ def retry(item: OutboxItem | int) -> OutboxItem:
                 "state", f"This mail is {row.get_state_display().lower()}; it cannot be retried."
             )
         if row.server_id is None:
+            # Route from the From the caller wrote (rows queued before it was stored: the
+            # From they carry, which keeps the sender's name).
             decision = routing_table().decide(
-                row.header_from,
+                row.original_from or row.header_from,
                 purpose=row.purpose,  # type: ignore[arg-type]  # stored from PURPOSES
             )
             if decision.header_from != row.header_from or decision.reply_to is not None:

@@ -36,6 +36,7 @@ from konvergo.services.routing import (
     RoutingTable,
     ServerInfo,
     format_mailbox,
+    normalize_domain,
     parse_address,
 )
 from konvergo.store.models import MailSettings, OutboxItem, OutgoingServer, SystemParameter
@@ -154,7 +155,62 @@ def forget_routing_table() -> None:
         _cached = None
 
 
+#: Decisions of the current table: a decision is a pure function of the table and the
+#: arguments, and an application sends most of its mail from a handful of From values, so
+#: parsing and routing them once per table (not once per mail) saves most of the enqueue CPU.
+_decisions: tuple[RoutingTable, dict[tuple[Any, ...], Decision]] | None = None
+_DECISIONS_MAX = 4096
+
+
+def _decide(
+    table: RoutingTable,
+    from_: str,
+    purpose: str,
+    server_id: int | None,
+    reply_to: str | None,
+) -> Decision:
+    global _decisions
+    cached = _decisions
+    if cached is None or cached[0] is not table or len(cached[1]) > _DECISIONS_MAX:
+        cached = _decisions = (table, {})
+    key = (from_, purpose, server_id, reply_to)
+    decision = cached[1].get(key)
+    if decision is None:  # errors are not cached: they raise again, with the same message
+        decision = table.decide(
+            from_,
+            purpose=purpose,  # type: ignore[arg-type]  # checked against PURPOSES by callers
+            forced_server_id=server_id,
+            reply_to=reply_to,
+        )
+        cached[1][key] = decision
+    return decision
+
+
 # --- building ----------------------------------------------------------------------------
+
+
+# A bare dot-atom address with a plain ASCII domain: parse_address and format_mailbox would
+# return it unchanged except for the lower-cased domain, so the common case (one recipient
+# address per mail, all different) skips the email package. Anything else takes the full path.
+_PLAIN_ADDRESS_RE = re.compile(
+    r"^([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)$"
+)
+_domains: dict[str, str | None] = {}
+
+
+def _plain_address(value: str) -> str | None:
+    """``value`` with its domain normalised when it is a plain bare address, else None."""
+    match = _PLAIN_ADDRESS_RE.match(value)
+    if match is None:
+        return None
+    domain = match.group(2)
+    if domain not in _domains:
+        if len(_domains) > _DECISIONS_MAX:
+            _domains.clear()
+        _domains[domain] = normalize_domain(domain)
+    normalised = _domains[domain]
+    return None if normalised is None else f"{match.group(1)}@{normalised}"
 
 
 def _addresses(field: str, values: str | Iterable[str]) -> list[tuple[str, str]]:
@@ -164,6 +220,10 @@ def _addresses(field: str, values: str | Iterable[str]) -> list[tuple[str, str]]
     for value in items:
         if not isinstance(value, str):
             raise ValidationFailed(field, f"{value!r} is not an email address.")
+        plain = _plain_address(value)
+        if plain is not None:
+            out.append((plain, plain))
+            continue
         parsed = parse_address(value, field)
         out.append(
             (format_mailbox(parsed.display_name, parsed.written_address), parsed.written_address)
@@ -188,8 +248,16 @@ def _attachment(item: AttachmentLike) -> Attachment:
     )
 
 
+_from_domains: dict[str, str] = {}
+
+
 def _message_id(header_from: str) -> str:
-    domain = parse_address(header_from).domain
+    domain = _from_domains.get(header_from)
+    if domain is None:
+        domain = parse_address(header_from).domain
+        if len(_from_domains) > _DECISIONS_MAX:
+            _from_domains.clear()
+        _from_domains[header_from] = domain
     return f"<{secrets.token_hex(12)}.konvergo@{domain}>"
 
 
@@ -356,7 +424,7 @@ def _check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
-def prepare(
+def _prepare(
     table: RoutingTable,
     *,
     from_: str,
@@ -376,8 +444,8 @@ def prepare(
     thread: Any = None,
     headers: Mapping[str, str] | None = None,
     now: dt.datetime | None = None,
-) -> OutboxItem:
-    """Route and build one mail into an unsaved :class:`OutboxItem` (no database writes)."""
+) -> dict[str, Any]:
+    """Route and build one mail into the field values of its row (no database writes)."""
     if purpose not in PURPOSES:
         raise ValidationFailed("purpose", f"Unknown purpose {purpose!r}: use {sorted(PURPOSES)}.")
     if not isinstance(subject, str) or any(ch in subject for ch in "\r\n\0"):
@@ -392,12 +460,7 @@ def prepare(
     if in_reply_to is not None and any(ch in in_reply_to for ch in "\r\n"):
         raise ValidationFailed("in_reply_to", "In-Reply-To must be one Message-ID.")
     try:
-        decision: Decision = table.decide(
-            from_,
-            purpose=purpose,  # type: ignore[arg-type]  # checked against PURPOSES above
-            forced_server_id=server_id,
-            reply_to=reply_to,
-        )
+        decision = _decide(table, from_, purpose, server_id, reply_to)
     except RoutingError as exc:
         raise UnroutableMail(exc.message, **exc.context) from exc
     now = now or timezone.now()
@@ -425,23 +488,90 @@ def prepare(
     recipients = list(dict.fromkeys(env for _, env in (*to_list, *cc_list, *bcc_list)))
     thread_id = thread if isinstance(thread, int) else getattr(thread, "pk", None)
     user_id = created_by if isinstance(created_by, int) else getattr(created_by, "pk", None)
-    return OutboxItem(
-        state=OutboxItem.State.QUEUED,
-        purpose=purpose,
-        created_by_id=user_id,
-        server_id=decision.server_id,
-        route=decision.route,
-        message_id=message_id,
-        subject=subject[:998],
-        header_from=decision.header_from,
-        envelope_from=decision.envelope_from,
-        recipients=recipients,
-        raw=raw,
-        size=len(raw),
+    return {
+        "state": OutboxItem.State.QUEUED.value,
+        "purpose": purpose,
+        "created_at": now,
+        "created_by_id": user_id,
+        "server_id": decision.server_id,
+        "route": decision.route,
+        "message_id": message_id,
+        "subject": subject[:998],
+        "header_from": decision.header_from,
+        # As the caller wrote it: Retry routes a mail whose server was deleted from this.
+        "original_from": from_[:998],
+        "envelope_from": decision.envelope_from,
+        "recipients": recipients,
+        "raw": raw,
+        "size": len(raw),
         # Set at once so the (state, next_attempt_at) index finds new mail without an OR.
-        next_attempt_at=now,
-        thread_id=thread_id,
-    )
+        "next_attempt_at": now,
+        "thread_id": thread_id,
+    }
+
+
+def prepare(table: RoutingTable, **mail: Any) -> OutboxItem:
+    """Route and build one mail into an unsaved :class:`OutboxItem` (no database writes).
+
+    ``mail`` takes :func:`enqueue`'s arguments, and ``now`` (the Date and first due time).
+    """
+    return OutboxItem(**_prepare(table, **mail))
+
+
+#: Row columns in model order; the INSERT and the returned instances use the same order.
+_COLUMNS = [f for f in OutboxItem._meta.concrete_fields if not f.primary_key]
+
+
+def _insert(rows: list[dict[str, Any]]) -> list[OutboxItem]:
+    """INSERT ``rows`` with one hand-written multi-row statement per chunk and return them.
+
+    ``bulk_create`` compiles each of the ~24 values of each row through the field machinery
+    (about 0.4 ms a mail); the values here are built by :func:`_prepare` and only the JSON,
+    bytes and datetime columns need the backend's adaptation. The instances are created the
+    way the ORM loads rows (positional values), which is several times cheaper than keywords.
+    """
+    table = OutboxItem._meta.db_table
+    names = ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS)
+    adapt: dict[str, Any] = {}
+    for f in _COLUMNS:
+        kind = f.get_internal_type()
+        if kind == "JSONField":
+            adapt[f.attname] = lambda v, f=f: f.get_db_prep_value(v, connection)
+        elif kind == "DateTimeField":
+            adapt[f.attname] = connection.ops.adapt_datetimefield_value
+    attnames = [f.attname for f in _COLUMNS]
+    # SQLite allows 32,766 parameters a statement; PostgreSQL 65,535.
+    per_chunk = max(1, min(500, 30_000 // len(attnames)))
+    placeholder = "(" + ", ".join(["%s"] * len(attnames)) + ")"
+    items: list[OutboxItem] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_chunk):
+            chunk = rows[start : start + per_chunk]
+            params: list[Any] = []
+            for row in chunk:
+                for name in attnames:
+                    value = row.get(name, _DEFAULTS[name])
+                    convert = adapt.get(name)
+                    params.append(value if convert is None or value is None else convert(value))
+            sql = (
+                f"INSERT INTO {table} ({names}) VALUES "  # noqa: S608  (our own table, columns)
+                + ", ".join([placeholder] * len(chunk))
+                + " RETURNING id"
+            )
+            cursor.execute(sql, params)
+            ids = sorted(r[0] for r in cursor.fetchall())  # ids grow in VALUES order
+            for pk, row in zip(ids, chunk, strict=True):
+                item = OutboxItem.from_db(
+                    connection.alias, _NAMES, [pk, *(row.get(n, _DEFAULTS[n]) for n in attnames)]
+                )
+                items.append(item)
+    return items
+
+
+_NAMES = [f.attname for f in OutboxItem._meta.concrete_fields]
+_DEFAULTS: dict[str, Any] = {
+    f.attname: (f.get_default() if f.has_default() else None) for f in _COLUMNS
+}
 
 
 def enqueue(
@@ -495,14 +625,14 @@ def enqueue(
 def enqueue_many(mails: Iterable[Mapping[str, Any]]) -> list[OutboxItem]:
     """Queue many mails (each a mapping of :func:`enqueue`'s arguments) all or nothing.
 
-    One routing table and one ``bulk_create``; the first invalid mail raises and nothing is
-    queued.
+    One routing table, one transaction and one multi-row INSERT per 500 mails; the first
+    invalid mail raises and nothing is queued.
     """
     table = routing_table()
     now = timezone.now()
-    items = [prepare(table, now=now, **dict(mail)) for mail in mails]
+    rows = [_prepare(table, now=now, **dict(mail)) for mail in mails]
     with transaction.atomic():
-        return OutboxItem.objects.bulk_create(items, batch_size=500)
+        return _insert(rows)
 
 
 __all__ = [

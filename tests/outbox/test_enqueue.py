@@ -118,3 +118,23 @@ def test_owned_headers_cannot_be_smuggled_through_extra_headers(notifications) -
     with pytest.raises(ValidationFailed) as caught:
         outbox.enqueue(**mail(headers={"Bcc": "spy@evil.test"}))  # type: ignore[arg-type]
     assert caught.value.field == "headers"
+
+
+def test_enqueue_many_returns_saved_rows_equal_to_what_the_database_holds(notifications) -> None:
+    """The fast multi-row INSERT stores every field the ORM would, original From included."""
+    items = outbox.enqueue_many(
+        [mail(), mail(to="Client <C.Two@Customer.TEST>", subject="Second", html="<p>x</p>")]
+    )
+    assert [i.pk for i in items] == sorted(i.pk for i in items) and None not in items
+    for item in items:
+        stored = OutboxItem.objects.get(pk=item.pk)
+        for field in OutboxItem._meta.concrete_fields:
+            got, want = getattr(item, field.attname), getattr(stored, field.attname)
+            assert (bytes(got) if field.attname == "raw" else got) == (
+                bytes(want) if field.attname == "raw" else want
+            ), field.attname
+        assert stored.original_from == "John Doe <john@example.com>"
+        assert stored.header_from == '"John Doe" <notifications@example.com>'
+    assert items[1].recipients == ["C.Two@customer.test"]
+    assert b'\r\nTo: "Client" <C.Two@customer.test>\r\n' in bytes(items[1].raw)
+    assert b"\r\nTo: c@customer.test\r\n" in bytes(items[0].raw)
