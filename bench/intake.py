@@ -70,7 +70,10 @@ def _client(port: int, ca_file: str, token: str) -> imaplib.IMAP4_SSL:
     return client
 
 
-def ceiling(port: int, ca_file: str, token: str) -> float:
+def ceiling(port: int, ca_file: str, token: str) -> tuple[float, float]:
+    """``(fetch only, with connect+login+select)`` in msg/s: the first is the goal's ceiling
+    (stricter: intake's time includes its connection); the second is the same work as intake."""
+    start_session = time.perf_counter()
     client = _client(port, ca_file, token)
     client.select("INBOX", readonly=True)
     start = time.perf_counter()
@@ -78,10 +81,10 @@ def ceiling(port: int, ca_file: str, token: str) -> float:
     for first in range(1, COUNT + 1, 200):
         _, data = client.uid("FETCH", f"{first}:{first + 199}", "(BODY.PEEK[])")
         got += sum(1 for d in data if isinstance(d, tuple))
-    elapsed = time.perf_counter() - start
+    end = time.perf_counter()
     client.logout()
     assert got == COUNT, got
-    return got / elapsed
+    return got / (end - start), got / (end - start_session)
 
 
 def odoo_loop(port: int, ca_file: str, token: str) -> float:
@@ -104,6 +107,8 @@ def konvergo_intake(port: int, ca_file: str, token: str, dbdir: str) -> dict[str
     os.environ["KONVERGO_CA_BUNDLE"] = ca_file
     os.environ.setdefault("KONVERGO_DATABASE_URL", f"sqlite:///{dbdir}/bench-intake.sqlite3")
     os.environ["DJANGO_SETTINGS_MODULE"] = "konvergo.conf.settings"
+    # As deployed: with DEBUG on (the development default) Django records every SQL query.
+    os.environ.setdefault("KONVERGO_DEBUG", "0")
     import django
 
     django.setup()
@@ -130,6 +135,9 @@ def konvergo_intake(port: int, ca_file: str, token: str, dbdir: str) -> dict[str
         name="bench", server_type="outlook", host="127.0.0.1", port=port, ssl=True,
         username=UPN, grant=grant, state="done",
     )  # fmt: skip
+    # A worker has imported the token store long before it fetches (0.2 s on first use).
+    from konvergo.services.oauth import tokens  # noqa: F401
+
     start = time.perf_counter()
     cpu = time.process_time()
     result = intake.fetch_now(server)
@@ -155,8 +163,9 @@ def main() -> None:
     proc.start()
     try:
         port, ca_file, token = parent.recv()
-        top = ceiling(port, ca_file, token)
+        top, top_session = ceiling(port, ca_file, token)
         print(f"ceiling (imaplib UID FETCH x200, BODY.PEEK[]): {top:8.0f} msg/s")
+        print(f"ceiling counting connect+login+select:         {top_session:8.0f} msg/s")
         ours = konvergo_intake(port, ca_file, token, workdir)
         print(
             f"konvergo intake (fetch+store+parse+thread, {ours['engine']}): {ours['rate']:8.0f} "
@@ -171,6 +180,9 @@ def main() -> None:
             "intake_msgs_per_s": round(ours["rate"], 1),
             "per_message_loop_msgs_per_s": round(odoo, 1),
             "ratio_to_ceiling": round(ours["rate"] / top, 3),
+            "ceiling_with_login_msgs_per_s": round(top_session, 1),
+            "ratio_to_ceiling_with_login": round(ours["rate"] / top_session, 3),
+            "path": "TLS proxy (sandbox Exchange front) to Dovecot, for all three",
             "ratio_to_per_message_loop": round(ours["rate"] / odoo, 2),
             "intake_client_cpu_ms_per_msg": round(ours["client_cpu_ms_per_msg"], 3),
             "per_message_loop_ratio_to_ceiling": round(odoo / top, 4),

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from email import policy
 from email.feedparser import BytesFeedParser
 from email.header import decode_header
-from email.headerregistry import AddressHeader, HeaderRegistry, SingleAddressHeader
+from email.headerregistry import AddressHeader, BaseHeader, HeaderRegistry, SingleAddressHeader
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parsedate_to_datetime
 
@@ -169,8 +169,40 @@ def _clean(text: str) -> str:
     return repair(text).replace(_NUL, "")
 
 
+class _RememberingHeaderRegistry(HeaderRegistry):
+    """policy.default's header factory, answering a repeated (name, value) from memory.
+
+    policy.default builds a new header object, with a full parse, on every read; a multipart
+    message has each part's Content-Type read a dozen times (get_body, walking the parts,
+    delivery reports). Header objects are immutable, so one object can answer every read of
+    the same text; short values only, and a bounded number, so memory stays small.
+    """
+
+    _MAX_ENTRIES = 4096
+    _MAX_VALUE = 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._known: dict[tuple[str, str], BaseHeader] = {}
+
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        if len(value) > self._MAX_VALUE:
+            return super().__call__(name, value)
+        key = (name, value)
+        header = self._known.get(key)
+        if header is None:
+            header = super().__call__(name, value)
+            if len(self._known) >= self._MAX_ENTRIES:
+                self._known.clear()
+            self._known[key] = header
+        return header
+
+
+_POLICY = policy.default.clone(header_factory=_RememberingHeaderRegistry())
+
+
 def _read(raw: bytes) -> EmailMessage:
-    parser = BytesFeedParser(policy=policy.default)
+    parser = BytesFeedParser(policy=_POLICY)
     view = memoryview(raw)
     for start in range(0, len(view), _FEED_CHUNK):
         parser.feed(bytes(view[start : start + _FEED_CHUNK]))

@@ -19,8 +19,9 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -135,45 +136,107 @@ def _store(
     parsed = [p for _, p in good]
     routes = route_batch(parsed, server.create_record)
     thread_ids = _threads(parsed, routes)
-    rows = [
-        Message(
-            thread_id=thread_ids[n],
-            direction=Message.Direction.IN,
-            message_id=p.message_id,
-            incoming_server=server,
-            folder=folder,
-            uid=item.fetched.uid,
-            subject=p.subject[:_MAX_SUBJECT],
-            from_address=p.from_address[:_MAX_SUBJECT],
-            to=p.to_text,
-            cc=p.cc_text,
-            date=p.date,
-            in_reply_to=(p.in_reply_to or "")[:_MAX_SUBJECT],
-            references=" ".join(p.references),
-            body_text=p.body_text,
-            body_html=p.body_html,
-            raw=item.fetched.raw,
+    now = _db_datetime(timezone.now())
+    _insert(
+        Message,
+        _MESSAGE_FIELDS,
+        [
+            (
+                thread_ids[n],
+                Message.Direction.IN.value,
+                p.message_id,
+                server.pk,
+                folder,
+                item.fetched.uid,
+                p.subject[:_MAX_SUBJECT],
+                p.from_address[:_MAX_SUBJECT],
+                p.to_text,
+                p.cc_text,
+                _db_datetime(p.date),
+                (p.in_reply_to or "")[:_MAX_SUBJECT],
+                " ".join(p.references),
+                p.body_text,
+                p.body_html,
+                item.fetched.raw,
+                now,
+            )
+            for n, (item, p) in enumerate(good)
+        ],
+    )
+    if any(p.attachments for p in parsed):
+        # The new rows' ids, only when something refers to them: one indexed query.
+        pks = dict(
+            Message.objects.filter(
+                incoming_server=server,
+                direction=Message.Direction.IN,
+                message_id__in=[p.message_id for p in parsed if p.attachments],
+            ).values_list("message_id", "pk")
         )
-        for n, (item, p) in enumerate(good)
-    ]
-    Message.objects.bulk_create(rows)
-    attachments = [
-        Attachment(
-            message_id=row.pk,
-            filename=a.filename[:255],
-            content_type=a.content_type[:255],
-            content_id=a.content_id[:255],
-            size=a.size,
-            content=a.content,
+        _insert(
+            Attachment,
+            ("message", "filename", "content_type", "content_id", "size", "content"),
+            [
+                (
+                    pks[p.message_id],
+                    a.filename[:255],
+                    a.content_type[:255],
+                    a.content_id[:255],
+                    a.size,
+                    a.content,
+                )
+                for p in parsed
+                for a in p.attachments
+            ],
         )
-        for row, p in zip(rows, parsed, strict=True)
-        for a in p.attachments
-    ]
-    if attachments:
-        Attachment.objects.bulk_create(attachments)
     _participants(parsed, thread_ids)
-    outcome.stored = len(rows)
+    outcome.stored = len(good)
     return outcome
+
+
+#: Message columns written by intake, in the order of the rows _store() builds.
+_MESSAGE_FIELDS = (
+    "thread", "direction", "message_id", "incoming_server", "folder", "uid", "subject",
+    "from_address", "to", "cc", "date", "in_reply_to", "references", "body_text", "body_html",
+    "raw", "created_at",
+)  # fmt: skip
+
+
+def _db_datetime(value: dt.datetime | None) -> object:
+    return None if value is None else connection.ops.adapt_datetimefield_value(value)
+
+
+def _insert(
+    model: type[models.Model],
+    fields: Sequence[str],
+    rows: list[tuple[Any, ...]],
+    *,
+    ignore_conflicts: bool = False,
+) -> None:
+    """INSERT ``rows`` (values in ``fields`` order, already in database form) in one call.
+
+    bulk_create() costs more than the database does here (per object and field: pre_save,
+    get_db_prep_save, SQL assembly: about 0.3 ms for a Message); intake writes plain values
+    it has prepared itself, so executemany() with one statement is enough. Constraint
+    violations still raise IntegrityError, which store_batch() handles.
+    """
+    if not rows:
+        return
+    meta = model._meta
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(_column(model, name)) for name in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    # Identifiers come from the model's metadata, quoted; every value is a parameter.
+    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks})"  # noqa: S608
+    if ignore_conflicts:
+        sql += " ON CONFLICT DO NOTHING"
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+def _column(model: type[models.Model], name: str) -> str:
+    found = model._meta.get_field(name)
+    assert isinstance(found, models.Field) and found.column, name
+    return found.column
 
 
 def _new_messages(
@@ -256,7 +319,9 @@ def _participants(parsed: Sequence[ParsedMessage], thread_ids: Sequence[int]) ->
         .filter(address__in=addresses)
         .values_list("address", "pk")
     )
-    ThreadParticipant.objects.bulk_create(
-        [ThreadParticipant(thread_id=t, address=a, user_id=users.get(a)) for t, a in pairs],
+    _insert(
+        ThreadParticipant,
+        ("thread", "address", "user"),
+        [(t, a, users.get(a)) for t, a in pairs],
         ignore_conflicts=True,
     )
