@@ -51,3 +51,12 @@ def user_client(plain_user) -> Client:  # type: ignore[no-untyped-def]
     client = Client()
     client.force_login(plain_user)
     return client
+
+
+@pytest.fixture
+def ms365(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The whole sandbox Microsoft 365 (identity platform, SMTP, IMAP), trusted by Konvergo."""
+    from tests.support import trusted_sandbox
+
+    with trusted_sandbox(monkeypatch) as running:
+        yield running

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from konvergo import config as config_module
-from konvergo.config import get_config
 from konvergo.sandbox.runner import Sandbox
 from konvergo.store.models import IncomingServer, OutgoingServer
 from tests.browser.conftest import login
@@ -19,15 +15,6 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    """The local Microsoft 365, with Konvergo trusting its CA as KONVERGO_CA_BUNDLE would."""
-    with Sandbox() as running:
-        trusted = dataclasses.replace(get_config(), ca_bundle=running.tls.ca_file)
-        monkeypatch.setattr(config_module, "_CONFIG", trusted)
-        yield running
 
 
 def _setup_credentials(page: Any, base: str, sandbox: Sandbox) -> None:
@@ -62,10 +49,10 @@ def _consent_at_microsoft(page: Any, upn: str) -> None:
 
 
 def test_outgoing_server_connects_shows_the_green_tag_and_passes_test_connection(
-    page: Any, live_server: Any, admin_user: Any, sandbox: Sandbox
+    page: Any, live_server: Any, admin_user: Any, ms365: Sandbox
 ) -> None:
     """General Settings → Outlook server → Connect → consent → green tag → Test Connection."""
-    base = live_server.url
+    base, sandbox = live_server.url, ms365
     login(page, base, "root", "admin-pass-123")
     _setup_credentials(page, base, sandbox)
 
@@ -100,10 +87,10 @@ def test_outgoing_server_connects_shows_the_green_tag_and_passes_test_connection
 
 
 def test_incoming_server_connects_and_is_confirmed(
-    page: Any, live_server: Any, admin_user: Any, sandbox: Sandbox
+    page: Any, live_server: Any, admin_user: Any, ms365: Sandbox
 ) -> None:
     """Incoming Mail Servers → Outlook OAuth → Connect → consent → tag → Test and Confirm."""
-    base = live_server.url
+    base, sandbox = live_server.url, ms365
     login(page, base, "root", "admin-pass-123")
     _setup_credentials(page, base, sandbox)
     assert sandbox.imap is not None

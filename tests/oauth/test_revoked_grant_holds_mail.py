@@ -2,47 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
-from konvergo import config as config_module
-from konvergo.config import get_config
 from konvergo.sandbox.runner import Sandbox
-from konvergo.services import outbox, parameters
-from konvergo.store.models import MailSettings, OAuthGrant, OutboxItem, OutgoingServer
+from konvergo.services import outbox
+from konvergo.store.models import OAuthGrant, OutboxItem, OutgoingServer
 from tests.oauth.conftest import connect
-from tests.sandbox.fixtures_idp import APP, SECRET
+from tests.support import use_sandbox_identity
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    with Sandbox(with_imap=False) as running:
-        monkeypatch.setattr(
-            config_module,
-            "_CONFIG",
-            dataclasses.replace(get_config(), ca_bundle=running.tls.ca_file),
-        )
-        yield running
-
-
-@pytest.fixture
-def notifications(sandbox: Sandbox, admin_client: Client) -> OutgoingServer:
+def notifications(ms365: Sandbox, admin_client: Client) -> OutgoingServer:
     """The seed's single notifications server, connected through the consent flow."""
-    settings = MailSettings.load()
-    settings.custom_email_servers = True
-    settings.outlook_client_id = APP
-    settings.outlook_client_secret = SECRET
-    settings.save()
-    parameters.set_value("web.base.url", "http://127.0.0.1:8069")
-    parameters.set_value("microsoft_outlook.endpoint", sandbox.idp.endpoint("common"))
-    parameters.set_value("mail.catchall.domain", "example.com")
+    sandbox = ms365
+    use_sandbox_identity(sandbox)
     server = OutgoingServer.objects.create(
         name="Notifications",
         auth_type="outlook",
@@ -72,9 +51,10 @@ def _queue(count: int) -> list[int]:
 
 
 def test_revoked_grant_turns_red_holds_mail_and_reconnect_sends_it(
-    sandbox: Sandbox, notifications: OutgoingServer, admin_client: Client
+    ms365: Sandbox, notifications: OutgoingServer, admin_client: Client
 ) -> None:
     """Revoke at Microsoft → server red, mail held (not failed) → reconnect → all delivered."""
+    sandbox = ms365
     ids = _queue(2)
     assert outbox.send_due(timeout=30) >= 2
     assert set(OutboxItem.objects.values_list("state", flat=True)) == {"sent"}

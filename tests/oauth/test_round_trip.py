@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import email.utils
 import smtplib
-from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
@@ -14,24 +12,14 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from konvergo import config as config_module
-from konvergo.config import get_config
 from konvergo.sandbox.runner import Sandbox
-from konvergo.services import inbox, intake, outbox, parameters
-from konvergo.store.models import IncomingServer, MailSettings, OutgoingServer, Thread
+from konvergo.services import inbox, intake, outbox
+from konvergo.store.models import IncomingServer, OutgoingServer, Thread
 from tests.oauth.conftest import confirm, microsoft_leg, start_connect
-from tests.sandbox.fixtures_idp import APP, SECRET
 from tests.sandbox.fixtures_mail import xoauth2
+from tests.support import use_sandbox_identity
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    with Sandbox() as running:
-        trusted = dataclasses.replace(get_config(), ca_bundle=running.tls.ca_file)
-        monkeypatch.setattr(config_module, "_CONFIG", trusted)
-        yield running
 
 
 def _connect(client: Client, sandbox: Sandbox, server: Any, kind: str, upn: str) -> None:
@@ -40,18 +28,12 @@ def _connect(client: Client, sandbox: Sandbox, server: Any, kind: str, upn: str)
 
 
 def test_mail_sent_from_konvergo_and_answered_from_outside_lands_in_the_same_thread(
-    sandbox: Sandbox, admin_client: Client, plain_user: Any
+    ms365: Sandbox, admin_client: Client, plain_user: Any
 ) -> None:
     """John writes from the Inbox; Jane answers from her mail client; it joins the thread."""
+    sandbox = ms365
     assert sandbox.imap is not None
-    settings = MailSettings.load()
-    settings.custom_email_servers = True
-    settings.outlook_client_id = APP
-    settings.outlook_client_secret = SECRET
-    settings.save()
-    parameters.set_value("web.base.url", "http://127.0.0.1:8069")
-    parameters.set_value("microsoft_outlook.endpoint", sandbox.idp.endpoint("common"))
-    parameters.set_value("mail.catchall.domain", "example.com")
+    use_sandbox_identity(sandbox)
     outgoing = OutgoingServer.objects.create(
         name="John out",
         auth_type="outlook",

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
-
 import pytest
 from django.test import Client
 
-from konvergo import config as config_module
-from konvergo.config import get_config
 from konvergo.sandbox.runner import Sandbox
-from konvergo.services import parameters
 from konvergo.services.servers import run_smtp_test
-from konvergo.store.models import MailSettings, OutgoingServer
+from konvergo.store.models import OutgoingServer
 from tests.oauth.conftest import connect
-from tests.sandbox.fixtures_idp import APP, SECRET
+from tests.support import use_sandbox_identity
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    with Sandbox(with_imap=False) as running:
-        trusted = dataclasses.replace(get_config(), ca_bundle=running.tls.ca_file)
-        monkeypatch.setattr(config_module, "_CONFIG", trusted)
-        yield running
-
-
 def _connected(sandbox: Sandbox, client: Client, upn: str) -> OutgoingServer:
-    settings = MailSettings.load()
-    settings.custom_email_servers = True
-    settings.outlook_client_id = APP
-    settings.outlook_client_secret = SECRET
-    settings.save()
-    parameters.set_value("web.base.url", "http://127.0.0.1:8069")
-    parameters.set_value("microsoft_outlook.endpoint", sandbox.idp.endpoint("common"))
+    use_sandbox_identity(sandbox)
     server = OutgoingServer.objects.create(
         name=upn,
         auth_type="outlook",
@@ -51,9 +31,10 @@ def _connected(sandbox: Sandbox, client: Client, upn: str) -> OutgoingServer:
 
 
 def test_smtp_auth_disabled_is_explained_with_both_switches(
-    sandbox: Sandbox, admin_client: Client
+    ms365: Sandbox, admin_client: Client
 ) -> None:
     """535 5.7.139 shows Microsoft's text and where to switch Authenticated SMTP on."""
+    sandbox = ms365
     server = _connected(sandbox, admin_client, "john@example.com")
     sandbox.world.mailboxes["john@example.com"].smtp_auth_enabled = False
     response = admin_client.post(f"/settings/outgoing-servers/{server.pk}/test", follow=True)
@@ -65,9 +46,10 @@ def test_smtp_auth_disabled_is_explained_with_both_switches(
 
 
 def test_send_as_refusal_is_caught_only_by_a_real_test_email(
-    sandbox: Sandbox, admin_client: Client
+    ms365: Sandbox, admin_client: Client
 ) -> None:
     """Exchange refuses a From the mailbox may not use at end of DATA: the optional send sees it."""
+    sandbox = ms365
     server = _connected(sandbox, admin_client, "nosendas@example.com")
     server.from_filter = "other@example.com"  # a sender this mailbox has no SendAs right for
     server.save()

@@ -6,17 +6,20 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from konvergo.errors import KonvergoError, ValidationFailed
+from konvergo.errors import KonvergoError
 from konvergo.services import servers as server_service
-from konvergo.services.oauth import tokens
 from konvergo.store.models import AuditEvent, IncomingServer
 from konvergo.web.access import admin_required
-from konvergo.web.views.servers_common import outlook_block, token_label
+from konvergo.web.views.servers_common import (
+    delete_server,
+    outlook_block,
+    save_server,
+    server_rows,
+)
 
 
 class IncomingServerForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -56,10 +59,7 @@ class IncomingServerForm(forms.ModelForm):  # type: ignore[type-arg]
 
 @admin_required
 def server_list(request: HttpRequest) -> HttpResponse:
-    rows = []
-    for server in IncomingServer.objects.select_related("owner", "grant"):
-        css, label = token_label(server)
-        rows.append({"server": server, "token_css": css, "token_label": label})
+    rows = server_rows(IncomingServer.objects.select_related("owner", "grant"))
     return render(request, "konvergo/servers/incoming_list.html", {"rows": rows})
 
 
@@ -72,25 +72,11 @@ def server_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         for name in ("server_type", "host", "port", "ssl", "username"):
             form.fields[name].disabled = True
     if request.method == "POST" and form.is_valid():
-        candidate: IncomingServer = form.save(commit=False)
-        new_password = form.cleaned_data["password"]
-        was_outlook = (
-            server is not None and IncomingServer.objects.get(pk=server.pk).server_type == "outlook"
+        saved = save_server(
+            request, form, server, kind="incoming", clean=server_service.clean_incoming
         )
-        try:
-            server_service.clean_incoming(candidate, new_password)
-        except ValidationFailed as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-        else:
-            with transaction.atomic():
-                if new_password:
-                    candidate.password = new_password
-                if was_outlook and candidate.server_type != "outlook" and candidate.grant:
-                    tokens.disconnect(candidate.grant)
-                candidate.save()
-                AuditEvent.record("server.saved", f"incoming:{candidate.pk}", "", request.user)
-            messages.success(request, f"Saved {candidate.name}.")
-            return redirect("incoming-server", pk=candidate.pk)
+        if saved is not None:
+            return redirect("incoming-server", pk=saved.pk)
     context: dict[str, Any] = {"form": form, "server": server}
     if server is not None:
         context["outlook"] = outlook_block(server, "incoming", request.user)
@@ -144,10 +130,5 @@ def reset_confirmation(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @admin_required
 def delete(request: HttpRequest, pk: int) -> HttpResponse:
-    server = get_object_or_404(IncomingServer, pk=pk)
-    if server.grant:
-        tokens.disconnect(server.grant)
-    AuditEvent.record("server.deleted", f"incoming:{pk}", server.name, request.user)
-    server.delete()
-    messages.success(request, f"Deleted {server.name}.")
+    delete_server(request, get_object_or_404(IncomingServer, pk=pk), "incoming")
     return redirect("incoming-servers")

@@ -6,17 +6,19 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from konvergo.errors import ValidationFailed
 from konvergo.services import servers as server_service
-from konvergo.services.oauth import tokens
-from konvergo.store.models import AuditEvent, OutgoingServer
+from konvergo.store.models import OutgoingServer
 from konvergo.web.access import admin_required
-from konvergo.web.views.servers_common import outlook_block, token_label
+from konvergo.web.views.servers_common import (
+    delete_server,
+    outlook_block,
+    save_server,
+    server_rows,
+)
 
 
 class OutgoingServerForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -62,10 +64,7 @@ class OutgoingServerForm(forms.ModelForm):  # type: ignore[type-arg]
 
 @admin_required
 def server_list(request: HttpRequest) -> HttpResponse:
-    rows = []
-    for server in OutgoingServer.objects.select_related("owner", "grant"):
-        css, label = token_label(server)
-        rows.append({"server": server, "token_css": css, "token_label": label})
+    rows = server_rows(OutgoingServer.objects.select_related("owner", "grant"))
     return render(request, "konvergo/servers/outgoing_list.html", {"rows": rows})
 
 
@@ -74,27 +73,11 @@ def server_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     server = get_object_or_404(OutgoingServer, pk=pk) if pk else None
     form = OutgoingServerForm(request.POST or None, instance=server)
     if request.method == "POST" and form.is_valid():
-        candidate: OutgoingServer = form.save(commit=False)
-        new_password = form.cleaned_data["password"]
-        was_outlook = (
-            server is not None and OutgoingServer.objects.get(pk=server.pk).auth_type == "outlook"
+        saved = save_server(
+            request, form, server, kind="outgoing", clean=server_service.clean_outgoing
         )
-        try:
-            server_service.clean_outgoing(candidate, new_password)
-        except ValidationFailed as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-        else:
-            with transaction.atomic():
-                if new_password:
-                    candidate.password = new_password
-                if was_outlook and candidate.auth_type != "outlook" and candidate.grant:
-                    # Leaving Outlook: the tokens must not linger (Odoo only clears them in
-                    # the browser, weakness 7).
-                    tokens.disconnect(candidate.grant)
-                candidate.save()
-                AuditEvent.record("server.saved", f"outgoing:{candidate.pk}", "", request.user)
-            messages.success(request, f"Saved {candidate.name}.")
-            return redirect("outgoing-server", pk=candidate.pk)
+        if saved is not None:
+            return redirect("outgoing-server", pk=saved.pk)
     context: dict[str, Any] = {"form": form, "server": server}
     if server is not None:
         context["outlook"] = outlook_block(server, "outgoing", request.user)
@@ -118,10 +101,5 @@ def test_connection(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @admin_required
 def delete(request: HttpRequest, pk: int) -> HttpResponse:
-    server = get_object_or_404(OutgoingServer, pk=pk)
-    if server.grant:
-        tokens.disconnect(server.grant)
-    AuditEvent.record("server.deleted", f"outgoing:{pk}", server.name, request.user)
-    server.delete()
-    messages.success(request, f"Deleted {server.name}.")
+    delete_server(request, get_object_or_404(OutgoingServer, pk=pk), "outgoing")
     return redirect("outgoing-servers")

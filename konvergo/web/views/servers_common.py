@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from konvergo.services.oauth.connect import may_connect
-from konvergo.store.models import IncomingServer, MailSettings, OAuthGrant, OutgoingServer
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpRequest
+
+from konvergo.errors import ValidationFailed
+from konvergo.services.oauth import tokens
+from konvergo.services.oauth.connect import is_outlook, may_connect
+from konvergo.store.models import (
+    AuditEvent,
+    IncomingServer,
+    MailSettings,
+    OAuthGrant,
+    OutgoingServer,
+)
 
 
 def outlook_block(server: OutgoingServer | IncomingServer, kind: str, user: Any) -> dict[str, Any]:
@@ -37,3 +50,51 @@ def token_label(server: OutgoingServer | IncomingServer) -> tuple[str, str]:
     if grant.status == OAuthGrant.Status.VALID:
         return ("tag-ok", "Outlook Token Valid")
     return ("tag-bad", "Outlook Token Invalid")
+
+
+def server_rows(servers: Iterable[OutgoingServer | IncomingServer]) -> list[dict[str, Any]]:
+    """List rows: each server with its token tag."""
+    rows = []
+    for server in servers:
+        css, label = token_label(server)
+        rows.append({"server": server, "token_css": css, "token_label": label})
+    return rows
+
+
+def save_server(
+    request: HttpRequest,
+    form: Any,
+    server: OutgoingServer | IncomingServer | None,
+    *,
+    kind: str,
+    clean: Callable[[Any, str], None],
+) -> OutgoingServer | IncomingServer | None:
+    """Validate with the service, then save; None (errors on the form) when refused."""
+    candidate = form.save(commit=False)
+    new_password = form.cleaned_data["password"]
+    was_outlook = server is not None and is_outlook(type(server).objects.get(pk=server.pk))
+    try:
+        clean(candidate, new_password)
+    except ValidationFailed as exc:
+        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        return None
+    with transaction.atomic():
+        if new_password:
+            candidate.password = new_password
+        if was_outlook and not is_outlook(candidate) and candidate.grant:
+            # Leaving Outlook: the tokens must not linger (Odoo only clears them in the
+            # browser, weakness 7).
+            tokens.disconnect(candidate.grant)
+        candidate.save()
+        AuditEvent.record("server.saved", f"{kind}:{candidate.pk}", "", request.user)
+    messages.success(request, f"Saved {candidate.name}.")
+    return candidate  # type: ignore[no-any-return]
+
+
+def delete_server(request: HttpRequest, server: OutgoingServer | IncomingServer, kind: str) -> None:
+    """Delete a server and forget its tokens."""
+    if server.grant:
+        tokens.disconnect(server.grant)
+    AuditEvent.record("server.deleted", f"{kind}:{server.pk}", server.name, request.user)
+    server.delete()
+    messages.success(request, f"Deleted {server.name}.")
