@@ -262,6 +262,9 @@ _MARK_SENT_SQL_PG = (
 )
 
 
+_MARK_SENT_SQLITE = _MARK_SENT_SQL.replace("%s", "?")
+
+
 def mark_sent(item_id: int, worker: str, reply: str) -> bool:
     """Record an accepted message (its own commit); False if the row was taken over.
 
@@ -271,13 +274,23 @@ def mark_sent(item_id: int, worker: str, reply: str) -> bool:
     """
     pg = connection.vendor == "postgresql"
     now = timezone.now() if pg else connection.ops.adapt_datetimefield_value(timezone.now())
-    params = [State.SENT.value, now, reply, item_id, State.SENDING.value, worker]
-    # Inside a caller's transaction (inline sessions in tests) the setting would apply to the
-    # caller's whole transaction: keep the plain statement there.
-    sql = _MARK_SENT_SQL_PG if pg and not connection.in_atomic_block else _MARK_SENT_SQL
-    with _serialised(), connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return bool(cursor.rowcount == 1)
+    params = (State.SENT.value, now, reply, item_id, State.SENDING.value, worker)
+    if pg:
+        # Inside a caller's transaction (inline sessions in tests) the setting would apply to
+        # the caller's whole transaction: keep the plain statement there.
+        sql = _MARK_SENT_SQL if connection.in_atomic_block else _MARK_SENT_SQL_PG
+    else:
+        sql = _MARK_SENT_SQLITE
+    connection.ensure_connection()
+    # The DB-API cursor itself: Django's wrapper (placeholder rewriting, error translation,
+    # debug bookkeeping) costs more than this one-row UPDATE on SQLite.
+    with _serialised(), connection.wrap_database_errors:
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            return bool(cursor.rowcount == 1)
+        finally:
+            cursor.close()
 
 
 def mark_failed(

@@ -267,8 +267,9 @@ class Dispatcher:
                     "re-queued %d message(s) of a dead session of server %s", reclaimed, server_id
                 )
             server = OutgoingServer.objects.get(pk=server_id)
+            limit = self.policy.batch_size
             while not self._stop.is_set():
-                result = store.claim(server_id, worker, self.policy.batch_size, self.policy)
+                result = store.claim(server_id, worker, limit, self.policy)
                 if not result.items:
                     if result.wait_until is None:
                         break
@@ -286,12 +287,22 @@ class Dispatcher:
                     except KonvergoError as exc:  # the server row itself is unusable
                         self._server_failed(server, result.items, worker, classify(exc))
                         break
+                started = time.monotonic()
                 if not self._send_batch(server, connection, worker, result.items):
                     break
+                per_message = (time.monotonic() - started) / len(result.items)
+                limit = self._batch_limit(per_message)
         finally:
             if connection is not None:
                 connection.close()
             self.slots.release(server_id, slot)
+
+    def _batch_limit(self, per_message: float) -> int:
+        """How many rows the next claim takes, given the seconds one message took."""
+        p = self.policy
+        if per_message <= 0:
+            return p.batch_size
+        return max(1, min(p.batch_size, int(p.batch_seconds / per_message)))
 
     def _send_batch(
         self,
