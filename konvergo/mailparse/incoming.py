@@ -212,10 +212,8 @@ def _read(raw: bytes) -> EmailMessage:
 
 
 def _raw_value(message: Message, name: str) -> str | None:
-    for key, value in message.raw_items():
-        if key.lower() == name.lower():
-            return str(value)
-    return None
+    values = _raw_values(message, name)
+    return values[0] if values else None
 
 
 def _decode_words(raw: str) -> str:
@@ -233,9 +231,20 @@ def _decode_words(raw: str) -> str:
     return "".join(chunks)
 
 
+_INDEX = "_konvergo_raw_index"
+
+
 def _raw_values(message: Message, name: str) -> list[str]:
-    lowered = name.lower()
-    return [str(v) for key, v in message.raw_items() if key.lower() == lowered]
+    """The raw values of every ``name`` field, in order (no header objects built)."""
+    # A dozen fields are read per message: index the header list once, on the message
+    # itself (it is discarded after parsing), instead of scanning it for each field.
+    index: dict[str, list[str]] | None = vars(message).get(_INDEX)
+    if index is None:
+        index = {}
+        for key, value in message.raw_items():
+            index.setdefault(key.lower(), []).append(str(value))
+        vars(message)[_INDEX] = index
+    return index.get(name.lower(), [])
 
 
 # Which cheap reading applies to a field read with _header_text (others: policy.default).

@@ -51,7 +51,13 @@ from konvergo.services.intake_parse import (
 from konvergo.services.intake_store import BatchOutcome, store_batch
 from konvergo.store.models import FolderState, IncomingServer
 from konvergo.transports.auth import Credentials, PasswordAuth, XOAuth2Auth
-from konvergo.transports.imap import BATCH_SIZE, FolderStatus, ImapConnection, ImapSettings
+from konvergo.transports.imap import (
+    BATCH_SIZE,
+    FetchedMessage,
+    FolderStatus,
+    ImapConnection,
+    ImapSettings,
+)
 from konvergo.transports.imap_errors import (
     GENERIC_FIXES,
     ImapAuthorizationError,
@@ -365,6 +371,17 @@ class Fetcher:
             progress_total=F("progress_total") + len(uids)
         )
         batches = _batched(conn.fetch_batch(uids, self.batch_size), self.batch_size)
+        self._consume(conn, folder, status, batches, len(uids))
+
+    def _consume(
+        self,
+        conn: ImapConnection,
+        folder: str,
+        status: FolderStatus,
+        batches: Iterator[list[FetchedMessage]],
+        remaining: int,
+    ) -> None:
+        """Parse and store ``batches`` in order."""
         # Parsing runs here unless the messages are large (attachments): parse time grows with
         # size (~1 ms + 30 ms per MB), and once the rest of the fetch holds enough of such
         # work, parser processes take it over, batch N+1 parsed while N is stored. Everyday
@@ -372,7 +389,6 @@ class Fetcher:
         # pickling messages to them and back. Decided by size, not by timing, so a slow
         # machine (or tracemalloc in a test) does not change the path.
         pool: ParserPool | None = None
-        remaining = len(uids)
         try:
             pending: PendingBatch | None = None
             for batch in batches:

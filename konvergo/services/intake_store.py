@@ -233,6 +233,42 @@ def _insert(
         cursor.executemany(sql, rows)
 
 
+#: Rows per multi-row INSERT ... RETURNING (SQLite allows 32,766 parameters per statement).
+_RETURNING_CHUNK = 500
+
+
+def _insert_returning_ids(
+    model: type[models.Model], fields: Sequence[str], rows: list[tuple[Any, ...]]
+) -> list[int]:
+    """INSERT ``rows`` and return their new ids, in the order of ``rows``.
+
+    One multi-row ``INSERT ... RETURNING id`` per chunk, as bulk_create() does on SQLite and
+    PostgreSQL (both return the rows in the order of the VALUES list), without building a
+    model instance per row.
+    """
+    if not rows:
+        return []
+    meta = model._meta
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(_column(model, name)) for name in fields)
+    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    assert meta.pk is not None and meta.pk.column
+    returning = quote(meta.pk.column)
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _RETURNING_CHUNK):
+            chunk = rows[start : start + _RETURNING_CHUNK]
+            values = ", ".join([one] * len(chunk))
+            # Identifiers come from the model's metadata, quoted; every value is a parameter.
+            sql = (
+                f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {values} "  # noqa: S608
+                f"RETURNING {returning}"
+            )
+            cursor.execute(sql, [value for row in chunk for value in row])
+            ids.extend(row[0] for row in cursor.fetchall())
+    return ids
+
+
 def _column(model: type[models.Model], name: str) -> str:
     found = model._meta.get_field(name)
     assert isinstance(found, models.Field) and found.column, name
@@ -275,17 +311,21 @@ def _threads(parsed: Sequence[ParsedMessage], routes: Sequence[Route]) -> list[i
         when = parsed[n].date or now
         if root[n] not in latest or when > latest[root[n]]:
             latest[root[n]] = when
-    created = Thread.objects.bulk_create(
+    created_at = _db_datetime(now)
+    created = _insert_returning_ids(
+        Thread,
+        ("subject", "kind", "last_message_at", "created_at"),
         [
-            Thread(
-                subject=parsed[n].subject[:_MAX_SUBJECT],
-                kind=routes[n].kind,
-                last_message_at=latest[n],
+            (
+                parsed[n].subject[:_MAX_SUBJECT],
+                routes[n].kind,
+                _db_datetime(latest[n]),
+                created_at,
             )
             for n in new_index
-        ]
+        ],
     )
-    by_root = {n: t.pk for n, t in zip(new_index, created, strict=True)}
+    by_root = dict(zip(new_index, created, strict=True))
     ids: list[int] = []
     for n in range(len(routes)):
         existing = routes[root[n]].thread_id
