@@ -252,13 +252,25 @@ def describe(exc: BaseException) -> tuple[str, str]:
     return text, GENERIC_FIXES["temporary"]
 
 
+def _record_idle_support(server: IncomingServer, supported: bool) -> None:
+    """Keep ``supports_idle`` as the server's capabilities said at the last connection."""
+    if server.supports_idle is not supported:
+        IncomingServer.objects.filter(pk=server.pk).update(supports_idle=supported)
+        server.supports_idle = supported
+
+
 def _record(server: IncomingServer, exc: BaseException | None) -> None:
     now = timezone.now()
     fields: dict[str, Any] = {"last_fetch_at": now}
     if exc is None:
-        fields.update(last_success_at=now, last_error="", last_error_fix="")
+        fields.update(last_success_at=now, last_error="", last_error_fix="", retry_after=None)
     else:
         fields["last_error"], fields["last_error_fix"] = describe(exc)
+        backoff = exc.retry_after if isinstance(exc, ImapFailure) else None
+        if backoff is not None:
+            # Exchange's "Suggested Backoff Time": the worker leaves the server alone until
+            # then (connecting earlier only extends the throttling).
+            fields["retry_after"] = now + dt.timedelta(seconds=backoff)
     IncomingServer.objects.filter(pk=server.pk).update(**fields)
     for name, value in fields.items():
         setattr(server, name, value)
@@ -311,6 +323,7 @@ class Fetcher:
             _report_token_use(self.server, None)
             self.connection = conn
             self.result.supports_idle = conn.supports_idle
+            _record_idle_support(self.server, conn.supports_idle)
         return self.connection
 
     def close(self) -> None:
@@ -477,6 +490,7 @@ def test_and_confirm(server: IncomingServer) -> ConfirmResult:
     statuses: dict[str, FolderStatus] = {}
     try:
         with ImapConnection(settings_for(server)) as conn:
+            _record_idle_support(server, conn.supports_idle)
             for folder in folders_of(server):
                 statuses[folder] = conn.select(folder, readonly=True)
     except (KonvergoError, OSError) as exc:
@@ -541,6 +555,8 @@ def watch(
             if conn.selected != folder:
                 conn.select(folder, readonly=not server.mark_read)
             renew_lease(server.pk, owner)
+            if stop.is_set():
+                break  # stopped during the fetch: do not sit in IDLE for another slice
             if conn.idle(idle_slice):
                 last_full = 0.0  # new mail: fetch at once
         except LeaseLost:
@@ -590,14 +606,18 @@ def _due(server: IncomingServer, now: dt.datetime) -> bool:
 
 @worker.register("intake", interval=JOB_INTERVAL)
 def fetch_due_servers() -> int:
-    """Fetch every confirmed, active server whose poll interval has passed and that no
-    other worker holds; hand IDLE-capable ones to a watcher thread. Returns messages stored."""
+    """Fetch every confirmed, active server whose poll interval and throttling backoff
+    (``retry_after``) have passed and that no other worker holds; hand IDLE-capable ones to
+    a watcher thread. Returns messages stored."""
     for server_id, (thread, _) in list(_WATCHERS.items()):
         if not thread.is_alive():
             del _WATCHERS[server_id]
     now = timezone.now()
-    candidates = IncomingServer.objects.filter(state=IncomingServer.State.DONE, active=True).filter(
-        Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner="")
+    candidates = (
+        IncomingServer.objects.filter(state=IncomingServer.State.DONE, active=True)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=""))
+        # Throttled by the server: not before its suggested backoff has passed.
+        .filter(Q(retry_after__isnull=True) | Q(retry_after__lte=now))
     )
     stored = 0
     for server in candidates:
