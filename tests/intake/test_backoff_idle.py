@@ -117,7 +117,8 @@ def test_token_exchange_calls_expired_is_refreshed_although_the_database_thinks_
         username=MAILBOX,
         state=IncomingServer.State.DONE,
     )
-    params = microsoft_leg(idp, start_connect(admin_client, server, kind="incoming"), MAILBOX)
+    url = start_connect(admin_client, server, kind="incoming")  # type: ignore[arg-type]
+    params = microsoft_leg(idp, url, MAILBOX)
     assert confirm(admin_client, params).status_code == 302
     server.refresh_from_db()
     assert server.grant is not None
@@ -142,8 +143,9 @@ def test_token_exchange_calls_expired_is_refreshed_although_the_database_thinks_
     finally:
         fetcher.close()
 
-    grant = OAuthGrant.objects.get(pk=server.grant_id)
+    grant = OAuthGrant.objects.get(pk=server.grant.pk)
     assert result.stored == 60 and Message.objects.count() == 60 and len(batches) == 3
     assert grant.access_token != first_token
+    assert grant.access_expires_at is not None
     assert grant.access_expires_at > timezone.now() + dt.timedelta(minutes=30)
     assert sum(idp.token_requests.values()) == 1
