@@ -301,6 +301,8 @@ def _addresses(message: Message, name: str, defects: _Defects) -> list[tuple[str
     result: list[tuple[str, str]] = []
     pairs: list[tuple[str, str]] = []
     raws = [repair(v) for v in _raw_values(message, name)]
+    if not raws:
+        return result  # no such field (the usual case for Cc, Resent-*, Delivered-To...)
     fast = _fast_addresses(name, raws) if _FAST else None
     if fast is not None:
         pairs = fast
