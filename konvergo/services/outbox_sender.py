@@ -6,6 +6,12 @@ idle connection. A session runs only while it holds one of the server's session 
 (:class:`~konvergo.services.outbox_limits.SessionSlots`), so every worker on every machine
 together opens at most ``max_sessions`` connections per mailbox.
 
+A session claims at most ``batch_size`` rows, and fewer on a slow server (about
+``batch_seconds`` of sending at the pace it measured), so that the last rows of a queue are
+spread over the server's sessions instead of waiting behind one of them. It sends one message
+at a time and commits its outcome before the next one starts: killing the process re-sends at
+most the one message per session whose DATA was answered but not yet recorded.
+
 The :class:`Dispatcher` starts sessions for servers with due mail: in background threads
 (the worker's job returns at once and the threads keep sending while the worker loop also
 runs intake and token jobs), or inline in the caller's thread (``threads=False``, for tests
