@@ -123,5 +123,10 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
     },
     "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # 4xx answers (403 for a plain user on Settings, 404) are not incidents: no
+        # traceback per refused page in the server log.
+        "django.request": {"level": "ERROR"},
+    },
 }

@@ -30,9 +30,12 @@ def sender_of(user: Any) -> str:
     """The From of mail a user sends: their name and address (routing may rewrite it)."""
     email = getattr(user, "email", "")
     if not email:
-        raise ValidationFailed(
-            "from", "Your user has no email address: ask an administrator to set one in Users."
+        where = (
+            "set it in Settings → Users"
+            if getattr(user, "is_administrator", False)
+            else "ask an administrator to set one in Settings → Users"
         )
+        raise ValidationFailed("from", f"Your user has no email address: {where}.")
     name = user.get_full_name() or user.get_username()
     from konvergo.services.routing import format_mailbox
 

@@ -71,6 +71,12 @@ def save_general_settings(data: GeneralSettingsInput, actor: object = None) -> M
         settings.save()
         if base_url:
             parameters.set_value("web.base.url", base_url)
+        if current.outlook_client_id and client_id != current.outlook_client_id:
+            from konvergo.services.oauth.tokens import app_changed
+
+            # Grants belong to the app that issued them: with another Client ID every
+            # mailbox must consent again, and saying so now beats a red tag next week.
+            app_changed()
         if new_secret:
             from konvergo.services.oauth.tokens import credentials_changed
 

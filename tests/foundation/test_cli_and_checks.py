@@ -119,3 +119,22 @@ def test_generate_key_prints_a_fernet_key(tmp_path: Path) -> None:
     """`konvergo generate-key` prints a key usable in KONVERGO_ENCRYPTION_KEYS."""
     result = _konvergo(["generate-key"], {"KONVERGO_VAR_DIR": str(tmp_path)})
     Fernet(result.stdout.strip())
+
+
+@pytest.mark.django_db
+def test_firstrun_proposes_the_address_serve_listens_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With KONVERGO_LISTEN on another port, the proposed base URL and login URL follow it."""
+    import dataclasses
+
+    from konvergo import config as config_module
+    from konvergo.config import get_config
+    from konvergo.services import parameters
+
+    monkeypatch.setattr(
+        config_module, "_CONFIG", dataclasses.replace(get_config(), listen="127.0.0.1:8269")
+    )
+    out = StringIO()
+    call_command("firstrun", "--email", "admin@example.com", stdout=out)
+    assert parameters.base_url() == "http://127.0.0.1:8269"
+    assert "http://127.0.0.1:8269/login" in out.getvalue()
+    assert User.objects.get().email == "admin@example.com"

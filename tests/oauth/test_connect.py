@@ -242,3 +242,37 @@ def test_disconnect_deletes_the_tokens(
     assert grant.status == "disconnected" and grant.refresh_token == "" and grant.access_token == ""
     page = admin_client.get(f"/settings/outgoing-servers/{john_server.pk}").content.decode()
     assert 'id="token-tag"' not in page and 'id="connect-outlook"' in page
+
+
+def test_changing_the_client_id_asks_every_mailbox_to_reconnect(
+    admin_client: Client, john_server: OutgoingServer, outlook_configured: IdentityPlatform
+) -> None:
+    """Grants belong to the app that issued them: another Client ID turns them red at once."""
+    connect(admin_client, outlook_configured, john_server, "john@example.com")
+    admin_client.post(
+        "/settings/general",
+        {
+            "custom_email_servers": "on",
+            "base_url": BASE_URL,
+            "outlook_client_id": "22222222-3333-4444-8555-666666666666",
+        },
+    )
+    grant = OAuthGrant.objects.get()
+    assert grant.status == "invalid" and "Client ID changed" in grant.last_error
+    page = admin_client.get(f"/settings/outgoing-servers/{john_server.pk}").content.decode()
+    assert "Outlook Token Invalid" in page
+
+
+def test_cancel_fix_names_the_server_and_mailbox(
+    admin_client: Client, john_server: OutgoingServer, outlook_configured: IdentityPlatform
+) -> None:
+    """The advice on the confirm page is filled in for this server and mailbox."""
+    params = microsoft_leg(
+        outlook_configured,
+        start_connect(admin_client, john_server),
+        "john@example.com",
+        button="Cancel",
+    )
+    text = confirm(admin_client, params).content.decode()
+    assert "&lt;server&gt;" not in text and "&lt;user&gt;" not in text
+    assert "john@example.com" in text

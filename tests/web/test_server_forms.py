@@ -99,3 +99,16 @@ def test_server_list_shows_filter_owner_token_and_last_test(admin_client: Client
     _save(admin_client)
     page = admin_client.get("/settings/outgoing-servers").content.decode()
     assert "notifications@example.com" in page and "Not connected" in page and "never" in page
+
+
+def test_fetch_now_reports_a_sentence_not_a_data_dump(admin_client: Client) -> None:
+    """Fetch Now answers in words (stored, duplicates), never with a Python repr."""
+    from konvergo.web.views.incoming import _describe
+
+    class Result:
+        stored, duplicates, quarantined, error, fix = 3, 1, 0, "", ""
+
+    ok, text = _describe(Result())
+    assert ok and text == "Fetched 3 new message(s), 1 already stored."
+    Result.error, Result.fix = "NO AUTHENTICATE failed.", "Reconnect"
+    assert _describe(Result()) == (False, "NO AUTHENTICATE failed. — Fix: Reconnect")

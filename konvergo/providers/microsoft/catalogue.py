@@ -352,10 +352,10 @@ CATALOGUE: tuple[Entry, ...] = (
         id="E-13",
         title="The permission request was declined at Microsoft",
         matchers=(Aadsts(65004),),
-        cause="The user clicked Cancel instead of Accept on Microsoft's permission page.",
+        cause="The user clicked Cancel instead of Yes (Accept) on Microsoft's permission page.",
         who_must_act="mailbox user",
         fix=(
-            f'{_RECONNECT} and click Accept: Konvergo needs "Send mail" (SMTP.Send) for '
+            f'{_RECONNECT} and click Yes (Accept): Konvergo needs "Send mail" (SMTP.Send) for '
             'outgoing and "Read and write mail" (IMAP.AccessAsUser.All) for incoming servers.'
         ),
         failure_class="authorization",
@@ -1131,6 +1131,15 @@ def _match_graph(text: str) -> tuple[Entry, str] | None:
     if status and status.group(1) in _BY_GRAPH_CODE:
         return _BY_GRAPH_CODE[status.group(1)], status.group(1)
     return None
+
+
+def personalize(text: str, *, server: str = "", user: str = "") -> str:
+    """Fill the catalogue's ``<server>`` and ``<user>`` placeholders for one server/mailbox."""
+    if server:
+        text = text.replace("<server>", f'"{server}"')
+    if user:
+        text = text.replace("<user>", user).replace("<mailbox>", user)
+    return text
 
 
 def explain(

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from konvergo.errors import AuthorizationError, ConfigurationError, TemporaryTransportError
 from konvergo.providers.microsoft import endpoints
+from konvergo.providers.microsoft.catalogue import personalize
 from konvergo.providers.microsoft.errors import TokenEndpointError
 from konvergo.services.oauth import client
 from konvergo.store.models import OAuthGrant
@@ -167,7 +168,7 @@ def _release(grant: OAuthGrant, me: str) -> None:
 
 def _record_failure(grant: OAuthGrant, me: str, failure_class: str, exc: Exception) -> None:
     explanation = getattr(exc, "explanation", None)
-    fix = explanation.entry.fix if explanation is not None else ""
+    fix = personalize(explanation.entry.fix, user=grant.mailbox) if explanation is not None else ""
     code = getattr(exc, "aadsts", None)
     now = timezone.now()
     fields: dict[str, Any] = {
@@ -226,6 +227,18 @@ def credentials_changed() -> int:
     return OAuthGrant.objects.filter(
         status=OAuthGrant.Status.INVALID, failure_class="configuration"
     ).update(status=OAuthGrant.Status.VALID, failure_class="", retry_after=None, access_token="")
+
+
+def app_changed() -> int:
+    """The Client ID changed: every connected grant belongs to the previous app."""
+    return OAuthGrant.objects.exclude(status=OAuthGrant.Status.DISCONNECTED).update(
+        status=OAuthGrant.Status.INVALID,
+        failure_class="authorization",
+        last_error="The Outlook Client ID changed in General Settings: this mailbox was "
+        "connected through the previous app.",
+        last_error_fix="Click 'Reconnect your Outlook account' on this server.",
+        access_token="",
+    )
 
 
 def store_new_grant(

@@ -12,7 +12,7 @@ class OutgoingServer(models.Model):
     """An SMTP server mail may be sent through, chosen per sender by its FROM Filtering."""
 
     class Auth(models.TextChoices):
-        LOGIN = "login", "Username"
+        LOGIN = "login", "Username (password)"
         OUTLOOK = "outlook", "Outlook"
         NONE = "none", "None"
 

@@ -98,11 +98,29 @@ def _intake_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         fix = f" — {explanation.summary()}" if explanation is not None else ""
         messages.error(request, f"{exc}{fix}")
     else:
-        message = getattr(result, "message", None) or str(result or "Done.")
-        ok = getattr(result, "ok", True)
+        ok, message = _describe(result)
         (messages.success if ok else messages.error)(request, message)
     AuditEvent.record(f"server.{action}", f"incoming:{pk}", "", request.user)
     return redirect("incoming-server", pk=pk)
+
+
+def _describe(result: Any) -> tuple[bool, str]:
+    """A sentence for the result of an intake action (ConfirmResult or FetchResult)."""
+    error = getattr(result, "error", "")
+    if error:
+        fix = getattr(result, "fix", "")
+        return False, f"{error}" + (f" — Fix: {fix}" if fix else "")
+    message = getattr(result, "message", "")
+    if message:
+        return bool(getattr(result, "ok", True)), str(message)
+    if hasattr(result, "stored"):
+        parts = [f"Fetched {result.stored} new message(s)"]
+        if getattr(result, "duplicates", 0):
+            parts.append(f"{result.duplicates} already stored")
+        if getattr(result, "quarantined", 0):
+            parts.append(f"{result.quarantined} quarantined (see the server's quarantine)")
+        return True, ", ".join(parts) + "."
+    return True, "Done."
 
 
 @require_POST

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from konvergo.errors import KonvergoError
+from konvergo.providers.microsoft.catalogue import personalize
 from konvergo.services.oauth import connect, tokens
 from konvergo.store.models import AuditEvent
 from konvergo.web.access import admin_required
@@ -91,12 +92,19 @@ def confirm(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Outlook Token Valid: the mailbox is connected.")
         return redirect(back)
     explanation = outcome.error.explanation if outcome.error is not None else None
+    server = connect.get_server(outcome.kind, outcome.server_id)
+    fix = (
+        personalize(explanation.entry.fix, server=server.name, user=server.username)
+        if explanation is not None
+        else ""
+    )
     return render(
         request,
         "konvergo/oauth/error.html",
         {
             "message": outcome.message,
             "explanation": explanation,
+            "fix": fix,
             "error": outcome.error,
             "back": back,
         },

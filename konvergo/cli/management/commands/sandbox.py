@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -43,12 +44,16 @@ class Command(BaseCommand):
             imap_port=options["imap_port"],
             with_imap=not options["no_imap"],
         ).start()
+        stop = threading.Event()
+        # SIGTERM (systemd, kill, a supervising script) must stop Dovecot like Ctrl+C does.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
         try:
             self.stdout.write(sandbox.instructions())
             self.stdout.write(f"\nStarted in {time.monotonic() - started:.2f} s. Ctrl+C stops.")
             self.stdout.flush()
             if not options["ready_and_exit"]:
-                threading.Event().wait()
+                stop.wait()
         except KeyboardInterrupt:
             pass
         finally:

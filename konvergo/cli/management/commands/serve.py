@@ -57,6 +57,10 @@ class Command(BaseCommand):
                     "worker_class": "gthread",
                     "threads": 4,
                     "accesslog": "-",
+                    # %(U)s is the path without its query string: the OAuth callback's
+                    # ?code= must not reach a log.
+                    "access_log_format": '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss',
+                    "control_socket_disable": True,
                     "timeout": 60,
                 }
             ).run()
