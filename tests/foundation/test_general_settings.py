@@ -173,3 +173,13 @@ def test_expiring_secret_shows_a_banner_to_administrators(admin_client: Client) 
         outlook_client_secret_expires=(dt.date.today() + dt.timedelta(days=5)).isoformat(),
     )
     assert "Certificates &amp; secrets" in admin_client.get("/").content.decode()
+
+
+@pytest.mark.django_db
+def test_page_warns_when_the_browser_is_not_at_the_base_url(admin_client: Client) -> None:
+    """Using Konvergo at another address than web.base.url shows where Microsoft will return."""
+    parameters.set_value("web.base.url", "http://127.0.0.1:8069")
+    page = admin_client.get("/settings/general", HTTP_HOST="127.0.0.1:8269").content.decode()
+    assert 'id="origin-mismatch"' in page and "http://127.0.0.1:8269" in page
+    same = admin_client.get("/settings/general", HTTP_HOST="127.0.0.1:8069").content.decode()
+    assert 'id="origin-mismatch"' not in same

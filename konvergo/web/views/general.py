@@ -92,6 +92,8 @@ def general_settings(request: HttpRequest) -> HttpResponse:
                 "mass_mailing_server": settings.mass_mailing_server_id,
             }
         )
+    base = parameters.base_url()
+    origin = f"{request.scheme}://{request.get_host()}"
     return render(
         request,
         "konvergo/settings/general.html",
@@ -101,6 +103,8 @@ def general_settings(request: HttpRequest) -> HttpResponse:
             "secret_set": bool(settings.outlook_client_secret),
             "redirect_uri": parameters.redirect_uri(),
             "secret_warning": secret_expiry_warning(),
+            # Microsoft sends the browser back to the base URL, not to where it came from.
+            "origin_mismatch": origin if base and origin.lower() != base.lower() else "",
         },
     )
 
