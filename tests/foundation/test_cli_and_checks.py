@@ -138,3 +138,26 @@ def test_firstrun_proposes_the_address_serve_listens_on(monkeypatch: pytest.Monk
     assert parameters.base_url() == "http://127.0.0.1:8269"
     assert "http://127.0.0.1:8269/login" in out.getvalue()
     assert User.objects.get().email == "admin@example.com"
+
+
+def test_createsuperuser_noinput_makes_an_administrator(tmp_path: Path) -> None:
+    """`konvergo createsuperuser --noinput` with DJANGO_SUPERUSER_* creates an Administrator."""
+    env = {
+        "KONVERGO_VAR_DIR": str(tmp_path),
+        "DJANGO_SUPERUSER_USERNAME": "ops",
+        "DJANGO_SUPERUSER_PASSWORD": "a-long-Passw0rd!",
+        "DJANGO_SUPERUSER_EMAIL": "ops@example.com",
+    }
+    assert _konvergo(["migrate", "--no-input"], env).returncode == 0
+    created = _konvergo(["createsuperuser", "--noinput"], env)
+    assert created.returncode == 0, created.stderr
+    check = _konvergo(
+        [
+            "shell",
+            "-c",
+            "from konvergo.store.models import User; u = User.objects.get(username='ops'); "
+            "print(u.is_administrator, u.role)",
+        ],
+        env,
+    )
+    assert check.stdout.split() == ["True", "admin"]
