@@ -7,9 +7,11 @@ pytest-django lives in a transaction other processes cannot see.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ import pytest
 
 from konvergo.sandbox.imap import SandboxImap
 from konvergo.sandbox.tls import SandboxTLS
+from konvergo.store.models import Message
 from tests.intake.conftest import MAILBOX, sized_messages
 
 pytestmark = pytest.mark.dovecot
@@ -67,6 +70,23 @@ def _count(env: dict[str, str]) -> tuple[int, int, int]:
     return stored, distinct, last_uid
 
 
+def _stored_now(env: dict[str, str]) -> int:
+    """Messages committed so far, read straight from the fetcher's database (cheap enough to
+    poll while it runs, unlike a ``konvergo shell`` subprocess)."""
+    table = Message._meta.db_table
+    url = env.get("KONVERGO_DATABASE_URL", "")
+    if url.startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    else:
+        path = Path(env["KONVERGO_VAR_DIR"]) / "konvergo.sqlite3"
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _konvergo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "konvergo", *args],
@@ -89,12 +109,20 @@ def test_kill_9_during_fetch_stores_every_message_exactly_once(
 
     killed_mid_fetch = 0
     for round_ in range(4):
+        before = _stored_now(process_env)
         proc = subprocess.Popen(
             [sys.executable, "-m", "konvergo", "fetch", "crash", "--quiet"],
             env=process_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
-        time.sleep(1.6 + 0.35 * round_)
+        # Killed once this round has committed something, at a point that moves each round
+        # (how fast the fetch runs does not decide whether a kill lands mid-fetch).
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _stored_now(process_env) > before:
+                break
+            time.sleep(0.02)
+        time.sleep(0.05 * round_)
         if proc.poll() is None:
             # The whole process group, parser processes included, as a power cut would.
             os.killpg(proc.pid, signal.SIGKILL)
