@@ -115,6 +115,25 @@ def test_kill_9_in_the_middle_of_2000_sends_loses_nothing_and_duplicates_at_most
     assert duplicates(sink) <= kills
 
 
+def test_kill_9_with_three_sessions_duplicates_at_most_one_per_open_session(
+    start_sink, make_server, example_params, start_worker
+) -> None:
+    """Each session records a message's outcome before its next DATA: one kill of a worker with
+    three sessions re-sends at most three messages (one per session), and loses none."""
+    sink: Sink = start_sink()
+    make_server("Notifications", "notifications@example.com", sink, max_sessions=3)
+    enqueue(900, ["John Doe <john@example.com>"])
+    worker = start_worker()
+    wait_until(lambda: len(sink.messages) >= 300, 60, "300 deliveries")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    start_worker()
+    wait_until(lambda: sent() == 900, 90, "all 900 rows sent")
+    assert len(sink.message_ids()) == 900
+    assert sink.state.max_current <= 3
+    assert duplicates(sink) <= 3
+
+
 def test_session_cap_holds_across_worker_processes(
     start_sink, make_server, example_params, start_worker
 ) -> None:
