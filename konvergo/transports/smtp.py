@@ -154,6 +154,10 @@ def normalize_line_endings(message: bytes) -> bytes:
     smtplib sends bytes as they are, and Exchange refuses bare LFs in some configurations;
     normalising here means callers may hand over bytes built with either convention.
     """
+    crlf = message.count(b"\r\n")
+    # The outbox stores finished CRLF bytes: counting is far cheaper than rewriting 10 KB.
+    if crlf == message.count(b"\n") == message.count(b"\r"):
+        return message
     return re.sub(rb"\r\n|\r|\n", b"\r\n", message)
 
 

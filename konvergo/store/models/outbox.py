@@ -63,6 +63,8 @@ class OutboxItem(models.Model):
             models.Index(fields=["state", "next_attempt_at"], name="outbox_due"),
             # The per-minute rate window counts a server's recent sends.
             models.Index(fields=["server", "state", "sent_at"], name="outbox_rate"),
+            # Claims look for a server's due rows without walking its sent history.
+            models.Index(fields=["server", "state", "next_attempt_at"], name="outbox_claim"),
         ]
 
 
