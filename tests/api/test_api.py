@@ -210,3 +210,14 @@ def test_api_keys_page_shows_a_new_key_once(user_client: Client) -> None:
     key = first.split("<code>kvg_")[1].split("</code>")[0]
     second = user_client.get("/account/api-keys").content.decode()
     assert key not in second and ApiKey.objects.count() == 1
+
+
+def test_api_key_calls_need_no_csrf_token_but_session_calls_do(
+    plain_user: Any, example_server: Any
+) -> None:
+    """A program's keyed POST works under CSRF enforcement; a cookie-only POST is refused."""
+    strict = Client(enforce_csrf_checks=True)
+    body = {"to": ["a@external.test"], "subject": "s", "text": "t"}
+    assert _post(strict, body, **_bearer(plain_user)).status_code == 201
+    strict.force_login(plain_user)
+    assert _post(strict, body).status_code == 403

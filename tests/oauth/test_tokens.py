@@ -222,3 +222,57 @@ def test_xoauth2_string_has_microsofts_format(grant: OAuthGrant) -> None:
     """The transports get user=<mailbox>^Aauth=Bearer <token>^A^A."""
     value = tokens.xoauth2(grant)
     assert value == f"user=john@example.com\x01auth=Bearer {grant.access_token}\x01\x01"
+
+
+def test_stale_refresher_failure_does_not_break_a_newer_grant(
+    grant: OAuthGrant, idp: IdentityPlatform
+) -> None:
+    """A refresh whose lease ran out and whose token was spent leaves the rotated grant valid."""
+    _expire_soon(grant)
+    stale = OAuthGrant.objects.get(pk=grant.pk)
+    assert tokens._take_lease(stale, timezone.now())
+    OAuthGrant.objects.filter(pk=grant.pk).update(  # the lease runs out...
+        refresh_lease_until=timezone.now() - dt.timedelta(seconds=1)
+    )
+    fresh = tokens.access_token(grant)  # ...another process refreshes and rotates
+    with pytest.raises(AuthorizationError):
+        tokens._refresh(stale)  # the stale process spends the old refresh token
+    grant.refresh_from_db()
+    assert grant.status == "valid" and idp.introspect(fresh).active
+
+
+def test_disconnect_during_a_refresh_is_not_undone(
+    grant: OAuthGrant, idp: IdentityPlatform
+) -> None:
+    """Disconnect wins over a refresh that was already under way."""
+    _expire_soon(grant)
+    refreshing = OAuthGrant.objects.get(pk=grant.pk)
+    assert tokens._take_lease(refreshing, timezone.now())
+    tokens.disconnect(OAuthGrant.objects.get(pk=grant.pk))
+    tokens._refresh(refreshing)
+    grant.refresh_from_db()
+    assert grant.status == "disconnected" and grant.refresh_token == ""
+
+
+def test_changing_the_username_drops_the_grant(
+    grant: OAuthGrant, admin_client: Client, john_server: OutgoingServer
+) -> None:
+    """A grant consented by john@ never authenticates as the mailbox typed in afterwards."""
+    admin_client.post(
+        f"/settings/outgoing-servers/{john_server.pk}",
+        {
+            "name": "John",
+            "priority": "10",
+            "from_filter": "jane@example.com",
+            "auth_type": "outlook",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": "587",
+            "encryption": "starttls",
+            "username": "jane@example.com",
+            "active": "on",
+            "max_sessions": "3",
+            "messages_per_minute": "30",
+        },
+    )
+    grant.refresh_from_db()
+    assert grant.status == "disconnected" and grant.refresh_token == ""

@@ -11,7 +11,7 @@ import logging
 from django.db import DatabaseError
 from django.utils import timezone
 
-from konvergo.store.models import OAuthGrant, User
+from konvergo.store.models import IncomingServer, OAuthGrant, OutgoingServer, User
 
 log = logging.getLogger("konvergo.oauth")
 
@@ -62,7 +62,14 @@ def banners_for(user: object) -> list[dict[str, str]]:
     try:
         grants = OAuthGrant.objects.filter(status=OAuthGrant.Status.INVALID)
         if not getattr(user, "is_administrator", False):
-            grants = grants.filter(owner_id=getattr(user, "pk", None))
+            # Whoever owns the server now, not whoever owned it when it was connected.
+            owner = getattr(user, "pk", None)
+            mine = set(
+                OutgoingServer.objects.filter(owner_id=owner).values_list("grant_id", flat=True)
+            ) | set(
+                IncomingServer.objects.filter(owner_id=owner).values_list("grant_id", flat=True)
+            )
+            grants = grants.filter(pk__in=[g for g in mine if g is not None])
         return [
             {
                 "level": "error",

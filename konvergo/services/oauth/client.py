@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 from authlib.integrations.requests_client import OAuth2Session
+from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 
 from konvergo.errors import ConfigurationError, TemporaryTransportError
@@ -76,6 +77,7 @@ def session(scope: str, redirect_uri: str | None = None) -> OAuth2Session:
     return oauth
 
 
+@sensitive_variables()
 def _call(func: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     try:
         token = func(*args, timeout=TOKEN_TIMEOUT, **kwargs)
@@ -89,6 +91,7 @@ def _call(func: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return dict(token)
 
 
+@sensitive_variables()
 def redeem_code(scope: str, redirect_uri: str, code: str, code_verifier: str) -> dict[str, Any]:
     """Exchange an authorization code (with its PKCE verifier) for tokens."""
     oauth = session(scope, redirect_uri)
@@ -103,6 +106,7 @@ def redeem_code(scope: str, redirect_uri: str, code: str, code_verifier: str) ->
     )
 
 
+@sensitive_variables()
 def refresh(scope: str, refresh_token: str) -> dict[str, Any]:
     """Redeem a refresh token; Microsoft answers with a new (rotated) refresh token."""
     oauth = session(scope)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from konvergo.errors import AuthorizationError, ConfigurationError, KonvergoError
 from konvergo.providers.microsoft import endpoints
@@ -141,6 +142,7 @@ def _claim_state(state: str, user: Any, session_key: str) -> OAuthState:
     return row
 
 
+@sensitive_variables()
 def complete(*, params: dict[str, str], user: Any, session_key: str) -> Outcome:
     """Handle GET /microsoft_outlook/confirm: state first, then error or code exchange."""
     row = _claim_state(params.get("state", ""), user, session_key)
@@ -172,6 +174,8 @@ def complete(*, params: dict[str, str], user: Any, session_key: str) -> Outcome:
             username=server.username,
         )
     with transaction.atomic():
+        # Lock the server: two callbacks finishing together must not each create a grant.
+        server = type(server).objects.select_for_update().get(pk=server.pk)
         grant = tokens.store_new_grant(
             grant=server.grant,
             mailbox=server.username.strip().lower(),

@@ -21,6 +21,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from konvergo.errors import AuthorizationError, ConfigurationError, TemporaryTransportError
 from konvergo.providers.microsoft import endpoints
@@ -116,6 +117,7 @@ def _take_lease(grant: OAuthGrant, now: dt.datetime) -> bool:
     return taken == 1
 
 
+@sensitive_variables()
 def _refresh(grant: OAuthGrant) -> str:
     me = _me()
     try:
@@ -187,10 +189,16 @@ def _record_failure(grant: OAuthGrant, me: str, failure_class: str, exc: Excepti
         fields["retry_after"] = now + dt.timedelta(seconds=delay * (0.8 + random.random() * 0.4))
     else:
         fields["status"] = OAuthGrant.Status.INVALID
-    OAuthGrant.objects.filter(pk=grant.pk).update(**fields)
+    # Only while we still hold the lease on the version we refreshed: if our lease ran out
+    # and another process rotated the tokens, its newer grant must not be marked broken.
+    written = OAuthGrant.objects.filter(
+        pk=grant.pk, version=grant.version, refresh_lease_owner=me
+    ).update(**fields)
     log.warning(
         "token refresh failed for %s: %s (%s)", grant.mailbox, str(exc)[:300], failure_class
     )
+    if not written:
+        return
     if failure_class != "temporary":
         from konvergo.services.oauth import alerts
 
@@ -278,18 +286,22 @@ def store_new_grant(
     }
     if grant is None:
         return OAuthGrant.objects.create(**values)
-    for key, value in values.items():
-        setattr(grant, key, value)
-    grant.version += 1
-    grant.save()
+    for key in ("refresh_lease_owner", "refresh_lease_until"):
+        values.pop(key)
+    # One UPDATE with F(): a refresher holding the lease on the old version then fails its
+    # compare-and-swap instead of writing older tokens back.
+    OAuthGrant.objects.filter(pk=grant.pk).update(**values, version=F("version") + 1)
+    grant.refresh_from_db()
     return grant
 
 
 def disconnect(grant: OAuthGrant) -> None:
     """Forget the tokens (Microsoft keeps the consent until the user removes the app)."""
-    grant.refresh_token = ""
-    grant.access_token = ""
-    grant.access_expires_at = None
-    grant.status = OAuthGrant.Status.DISCONNECTED
-    grant.version += 1
-    grant.save()
+    OAuthGrant.objects.filter(pk=grant.pk).update(
+        refresh_token="",
+        access_token="",
+        access_expires_at=None,
+        status=OAuthGrant.Status.DISCONNECTED,
+        version=F("version") + 1,
+    )
+    grant.refresh_from_db()

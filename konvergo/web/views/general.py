@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from konvergo.errors import ValidationFailed
@@ -121,4 +122,11 @@ def toggle_developer_mode(request: HttpRequest) -> HttpResponse:
         "on" if user.developer_mode else "off",  # type: ignore[union-attr]
         actor=user,
     )
-    return redirect(request.POST.get("next") or "general-settings")
+    return redirect(_safe_next(request) or "general-settings")
+
+
+def _safe_next(request: HttpRequest) -> str:
+    """The POSTed ``next`` when it stays on this site, else ''."""
+    target = request.POST.get("next", "")
+    allowed = url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure())
+    return target if allowed else ""

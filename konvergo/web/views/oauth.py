@@ -151,10 +151,6 @@ def consent_link(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "konvergo/oauth/rejected.html", {"reason": str(exc)}, status=403)
     if request.method == "POST":
         try:
-            connect.use_link(token)
-        except connect.StateRejected as exc:
-            return render(request, "konvergo/oauth/rejected.html", {"reason": str(exc)}, status=403)
-        try:
             url = connect.begin(
                 kind=link.server_kind,  # type: ignore[arg-type]
                 server=server,
@@ -165,5 +161,9 @@ def consent_link(request: HttpRequest, token: str) -> HttpResponse:
             return render(
                 request, "konvergo/oauth/error.html", {"message": str(exc), "back": "/"}, status=400
             )
+        try:
+            connect.use_link(token)  # consumed only once the flow could start
+        except connect.StateRejected as exc:
+            return render(request, "konvergo/oauth/rejected.html", {"reason": str(exc)}, status=403)
         return HttpResponseRedirect(url)
     return render(request, "konvergo/oauth/link.html", {"server": server})

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from konvergo.errors import KonvergoError
@@ -45,7 +46,7 @@ def _act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{action.capitalize()}: message {pk}.")
-    return redirect(request.POST.get("next") or "outbox")
+    return redirect(_safe_next(request) or "outbox")
 
 
 @require_POST
@@ -58,3 +59,10 @@ def retry(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def cancel(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, "cancel")
+
+
+def _safe_next(request: HttpRequest) -> str:
+    """The POSTed ``next`` when it stays on this site, else ''."""
+    target = request.POST.get("next", "")
+    allowed = url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure())
+    return target if allowed else ""

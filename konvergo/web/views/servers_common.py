@@ -81,9 +81,12 @@ def save_server(
     with transaction.atomic():
         if new_password:
             candidate.password = new_password
-        if was_outlook and not is_outlook(candidate) and candidate.grant:
-            # Leaving Outlook: the tokens must not linger (Odoo only clears them in the
-            # browser, weakness 7).
+        previous = type(server).objects.get(pk=server.pk) if server is not None else None
+        renamed = previous is not None and previous.username != candidate.username
+        if candidate.grant and ((was_outlook and not is_outlook(candidate)) or renamed):
+            # Leaving Outlook, or another mailbox: the tokens must not linger (Odoo only
+            # clears them in the browser, weakness 7), and a grant consented by one mailbox
+            # must never authenticate as another.
             tokens.disconnect(candidate.grant)
         candidate.save()
         AuditEvent.record("server.saved", f"{kind}:{candidate.pk}", "", request.user)
