@@ -41,6 +41,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from konvergo.errors import ConfigurationError
+from konvergo.sandbox.loopthread import serve_in_thread
 from konvergo.sandbox.maildrop import INBOX, Maildrop
 from konvergo.sandbox.tls import SandboxTLS
 from konvergo.sandbox.tokens import IMAP_SCOPE, OUTLOOK_RESOURCE, TokenInfo, TokenValidator
@@ -420,7 +421,6 @@ class SandboxImap:
         self.dovecot.start()
         loop = asyncio.new_event_loop()
         self._loop = loop
-        ready = threading.Event()
 
         async def serve() -> None:
             self._server = await asyncio.start_server(
@@ -432,16 +432,7 @@ class SandboxImap:
             )
             self.port = self._server.sockets[0].getsockname()[1]
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(serve())
-            ready.set()
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="sandbox-imap", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise ConfigurationError("the IMAP proxy did not start")
+        self._thread = serve_in_thread(loop, serve, "sandbox-imap")
         return self
 
     def stop(self) -> None:

@@ -29,8 +29,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from konvergo.errors import ConfigurationError
 from konvergo.sandbox.imap import is_exchange_audience, parse_xoauth2
+from konvergo.sandbox.loopthread import serve_in_thread
 from konvergo.sandbox.maildrop import INBOX, SENT_ITEMS, Maildrop
 from konvergo.sandbox.tls import SandboxTLS
 from konvergo.sandbox.tokens import SMTP_SCOPE, TokenValidator
@@ -169,7 +169,6 @@ class ExchangeSmtpServer:
     def start(self) -> ExchangeSmtpServer:
         loop = asyncio.new_event_loop()
         self._loop = loop
-        ready = threading.Event()
         tls_context = self.tls.server_context()
         handler = _Handler(self)
 
@@ -181,16 +180,7 @@ class ExchangeSmtpServer:
             )
             self.port = self._server.sockets[0].getsockname()[1]
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(serve())
-            ready.set()
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="sandbox-smtp", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise ConfigurationError("the sandbox SMTP server did not start")
+        self._thread = serve_in_thread(loop, serve, "sandbox-smtp")
         return self
 
     def stop(self) -> None:
