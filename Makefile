@@ -22,6 +22,7 @@ run: install
 
 ## Run the whole test suite (KONVERGO_DATABASE_URL=postgresql://... to run it on PostgreSQL).
 test: install
+	tools/install-test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy konvergo

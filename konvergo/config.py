@@ -34,6 +34,11 @@ class Config:
     ca_bundle: Path | None
     listen: str
     worker_interval: float
+    #: Whether workers keep IDLE sessions open for servers that offer IDLE (else they poll).
+    intake_idle: bool = True
+    #: Dovecot binaries of the sandbox (Debian's paths by default).
+    dovecot: str = "/usr/sbin/dovecot"
+    doveadm: str = "/usr/bin/doveadm"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -125,6 +130,9 @@ def load(environ: os._Environ[str] | dict[str, str] | None = None) -> Config:
         ca_bundle=ca_bundle,
         listen=env.get("KONVERGO_LISTEN", "127.0.0.1:8069"),
         worker_interval=float(env.get("KONVERGO_WORKER_INTERVAL", "1.0")),
+        intake_idle=env.get("KONVERGO_INTAKE_IDLE", "1").strip() != "0",
+        dovecot=env.get("KONVERGO_DOVECOT", "/usr/sbin/dovecot"),
+        doveadm=env.get("KONVERGO_DOVEADM", "/usr/bin/doveadm"),
     )
 
 

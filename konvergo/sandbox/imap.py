@@ -40,6 +40,7 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
+from konvergo.config import get_config
 from konvergo.errors import ConfigurationError
 from konvergo.sandbox.loopthread import serve_in_thread
 from konvergo.sandbox.maildrop import INBOX, Maildrop
@@ -49,8 +50,8 @@ from konvergo.sandbox.world import World
 
 log = logging.getLogger(__name__)
 
-DOVECOT = os.environ.get("KONVERGO_DOVECOT", "/usr/sbin/dovecot")
-DOVEADM = os.environ.get("KONVERGO_DOVEADM", "/usr/bin/doveadm")
+DOVECOT = get_config().dovecot
+DOVEADM = get_config().doveadm
 #: The host name Exchange puts (base64) in its greeting; any FQDN-looking value will do.
 SERVER_FQDN = "SBXP281MB0001.EURP281.PROD.OUTLOOK.COM"
 #: Exchange Online's folder set; created on first login so clients find them like in M365.

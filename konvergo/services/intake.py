@@ -37,6 +37,7 @@ from django.db import close_old_connections
 from django.db.models import F, Q
 from django.utils import timezone
 
+from konvergo.config import get_config
 from konvergo.errors import ConfigurationError, KonvergoError
 from konvergo.providers.microsoft.catalogue import explain
 from konvergo.services import worker
@@ -595,7 +596,7 @@ _WATCHERS: dict[int, tuple[threading.Thread, threading.Event]] = {}
 #: At most this many mailboxes held open in IDLE per worker process.
 MAX_WATCHERS = 16
 #: Off in tests that call the job directly; on in ``konvergo worker``.
-IDLE_IN_WORKER = os.environ.get("KONVERGO_INTAKE_IDLE", "1") != "0"
+IDLE_IN_WORKER = get_config().intake_idle
 
 
 def _due(server: IncomingServer, now: dt.datetime) -> bool:
