@@ -139,6 +139,8 @@ class TestOutcome:
     ok: bool
     message: str
     fix: str = ""
+    #: The transport's class of the failure ("authorization" means Exchange refused the token).
+    failure_class: str | None = None
 
 
 def run_smtp_test(server: OutgoingServer, *, send_to: str = "", actor: Any = None) -> TestOutcome:
@@ -153,7 +155,9 @@ def run_smtp_test(server: OutgoingServer, *, send_to: str = "", actor: Any = Non
             send_to or None,
             send_test_email=bool(send_to),
         )
-        outcome = TestOutcome(result.ok, result.message, result.explanation or "")
+        outcome = TestOutcome(
+            result.ok, result.message, result.explanation or "", result.failure_class
+        )
     except KonvergoError as exc:
         explanation = getattr(exc, "explanation", None)
         fix = explanation.summary() if explanation is not None else ""
@@ -167,7 +171,9 @@ def run_smtp_test(server: OutgoingServer, *, send_to: str = "", actor: Any = Non
 
         if outcome.ok:
             tokens.record_use(server.grant_id, True)
-        elif "535" in outcome.message and "5.7.3" in outcome.message:
+        elif outcome.failure_class == "authorization":
+            # Exchange refused a token the identity platform issued (5.7.3): the tag must
+            # turn red. A 5.7.139 is "configuration" (SMTP AUTH off), not the grant's fault.
             tokens.record_use(server.grant_id, False, outcome.message, outcome.fix)
     AuditEvent.record(
         "server.tested", f"outgoing:{server.pk}", "ok" if outcome.ok else "failed", actor

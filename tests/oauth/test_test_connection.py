@@ -57,3 +57,20 @@ def test_send_as_refusal_is_caught_only_by_a_real_test_email(
     outcome = run_smtp_test(server, send_to="jane@example.com")
     assert not outcome.ok and "SendAsDenied" in outcome.message
     assert "Send as" in outcome.fix or "SendAs" in outcome.fix
+
+
+def test_token_refused_by_exchange_turns_the_tag_red_but_smtp_auth_off_does_not(
+    ms365: Sandbox, admin_client: Client
+) -> None:
+    """A 535 5.7.3 marks the grant invalid; a 535 5.7.139 (a tenant switch) leaves it valid."""
+    sandbox = ms365
+    server = _connected(sandbox, admin_client, "john@example.com")
+    sandbox.world.mailboxes["john@example.com"].smtp_auth_enabled = False
+    assert not run_smtp_test(server).ok
+    server.grant.refresh_from_db()  # type: ignore[union-attr]
+    assert server.grant.status == "valid"  # type: ignore[union-attr]
+    sandbox.world.mailboxes["john@example.com"].smtp_auth_enabled = None
+    server.username = "jane@example.com"  # a token of john@ presented for jane@: 5.7.3
+    assert not run_smtp_test(server).ok
+    server.grant.refresh_from_db()  # type: ignore[union-attr]
+    assert server.grant.status == "invalid"  # type: ignore[union-attr]
