@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import functools
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from django.db import connections
 from django.utils import timezone
@@ -317,50 +319,77 @@ class Dispatcher:
         worker: str,
         items: list[store.Claimed],
     ) -> bool:
-        """Send ``items`` one by one; False when the session must end (server-level failure)."""
+        """Send ``items`` one by one; False when the session must end (server-level failure).
+
+        Each accepted message's outcome is committed while the next message's envelope
+        travels (``before_commit``) and always before that message's final dot: the database
+        round trip overlaps the server's work, and a crash still leaves at most one message of
+        the session sent but not recorded.
+        """
         renewed = time.monotonic()
         first_ok = not connection.is_open
-        for index, item in enumerate(items):
-            if self._stop.is_set():
-                store.release(items[index:], worker)
-                return False
-            try:
-                result = connection.send(item.envelope_from, item.recipients, item.raw)
-            except (KonvergoError, OSError) as exc:
-                verdict = classify(exc, self.policy)
-                rest = items[index:]
-                if verdict.throttled:
-                    until = timezone.now() + dt.timedelta(seconds=verdict.throttle_pause or 0)
-                    log.info(
-                        "server %s asks us to slow down until %s: %s",
-                        server.pk,
-                        until,
-                        verdict.reply,
+        pending: Callable[[], None] | None = None
+        try:
+            for index, item in enumerate(items):
+                if self._stop.is_set():
+                    store.release(items[index:], worker)
+                    return False  # the previous outcome is recorded below
+                record, pending = pending, None
+                try:
+                    # ``send`` runs ``record`` exactly once, whatever happens.
+                    result = connection.send(
+                        item.envelope_from, item.recipients, item.raw, before_commit=record
                     )
-                    store.throttle(server.pk, until)
-                    store.release(rest, worker, at=until, reply=verdict.reply)
-                    connection.close()
-                    return False
-                if verdict.scope == "server":
-                    self._server_failed(server, rest, worker, verdict)
-                    if isinstance(exc, SmtpAuthorizationError):
-                        _record_grant_use(server, False, verdict)
-                    connection.close()
-                    return False
-                store.mark_failed([item], worker, verdict, self.policy)
-                self._finished()
-                if isinstance(exc, SmtpTemporaryError) and not connection.is_open:
-                    log.info("server %s dropped the session: %s", server.pk, verdict.reply)
-                continue
-            if not store.mark_sent(item.id, worker, _reply_text(result)):
-                log.warning("outbox row %s was taken over while being sent", item.id)
-            self._finished()
-            if first_ok:
-                first_ok = False
-                _record_grant_use(server, True)
-            if time.monotonic() - renewed > self.policy.lease_seconds / 3:
-                store.renew([i.id for i in items[index + 1 :]], worker, self.policy)
-                renewed = time.monotonic()
+                except (KonvergoError, OSError) as exc:
+                    if not self._message_failed(server, connection, worker, items, index, exc):
+                        return False
+                    continue
+                pending = functools.partial(self._record_sent, item.id, worker, result)
+                if first_ok:
+                    first_ok = False
+                    _record_grant_use(server, True)
+                if time.monotonic() - renewed > self.policy.lease_seconds / 3:
+                    store.renew([i.id for i in items[index + 1 :]], worker, self.policy)
+                    renewed = time.monotonic()
+        finally:
+            if pending is not None:
+                pending()
+        return True
+
+    def _record_sent(self, item_id: int, worker: str, result: SendResult) -> None:
+        if not store.mark_sent(item_id, worker, _reply_text(result)):
+            log.warning("outbox row %s was taken over while being sent", item_id)
+        self._finished()
+
+    def _message_failed(
+        self,
+        server: OutgoingServer,
+        connection: SmtpConnection,
+        worker: str,
+        items: list[store.Claimed],
+        index: int,
+        exc: KonvergoError | OSError,
+    ) -> bool:
+        """Apply the failure of ``items[index]``; False when the session must end."""
+        verdict = classify(exc, self.policy)
+        rest = items[index:]
+        if verdict.throttled:
+            until = timezone.now() + dt.timedelta(seconds=verdict.throttle_pause or 0)
+            log.info("server %s asks us to slow down until %s: %s", server.pk, until, verdict.reply)
+            store.throttle(server.pk, until)
+            store.release(rest, worker, at=until, reply=verdict.reply)
+            connection.close()
+            return False
+        if verdict.scope == "server":
+            self._server_failed(server, rest, worker, verdict)
+            if isinstance(exc, SmtpAuthorizationError):
+                _record_grant_use(server, False, verdict)
+            connection.close()
+            return False
+        store.mark_failed([items[index]], worker, verdict, self.policy)
+        self._finished()
+        if isinstance(exc, SmtpTemporaryError) and not connection.is_open:
+            log.info("server %s dropped the session: %s", server.pk, verdict.reply)
         return True
 
     def _server_failed(

@@ -4,7 +4,8 @@ It records what a mailbox provider would see: each accepted message with its env
 authenticated user, every Message-ID (to count duplicates), and how many sessions were open at
 once (Exchange's limit is per mailbox). ``script`` scripts the replies at the end of DATA, one
 entry per DATA (``None`` accepts, ``DROP`` hangs up without a reply); ``data_delay`` makes each
-DATA answer late, like a distant server.
+DATA answer late, like a distant server. It offers PIPELINING as Exchange Online does
+(``pipelining=False`` for a server that does not).
 """
 
 from __future__ import annotations
@@ -56,8 +57,22 @@ class SinkState:
 
 
 class _Handler:
-    def __init__(self, state: SinkState) -> None:
+    def __init__(self, state: SinkState, pipelining: bool) -> None:
         self.state = state
+        self.pipelining = pipelining
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
@@ -134,7 +149,9 @@ class _Controller(Controller):
     """Serves on a socket bound before starting, so the port is known and never raced for."""
 
     def __init__(self, handler: _Handler, **kwargs: Any) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP as asyncio's own listeners have it: asyncio turns Nagle's algorithm off
+        # only on such sockets, as mail servers do.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((HOST, 0))
         super().__init__(handler, hostname=HOST, port=self._sock.getsockname()[1], **kwargs)
@@ -155,16 +172,19 @@ class Sink:
         passwords: dict[str, str] | None = None,
         *,
         data_delay: float = 0.0,
+        pipelining: bool = True,
     ) -> None:
         self.state = SinkState(passwords=dict(passwords or {}), data_delay=data_delay)
         kwargs: dict[str, Any] = {"server_hostname": "sink.konvergo.test"}
         if passwords:
-            kwargs.update(authenticator=_Handler(self.state).authenticate, auth_required=True)
+            kwargs.update(
+                authenticator=_Handler(self.state, pipelining).authenticate, auth_required=True
+            )
         if tls is not None:
             kwargs.update(tls_context=tls, require_starttls=True, auth_require_tls=True)
         else:
             kwargs.update(auth_require_tls=False)
-        self.controller = _Controller(_Handler(self.state), **kwargs)
+        self.controller = _Controller(_Handler(self.state, pipelining), **kwargs)
         self.port: int = self.controller.port
 
     def start(self) -> Sink:

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import contextlib
 import socket
 import ssl
 import threading
@@ -96,6 +97,21 @@ class MailboxHandler:
         self.data_started = 0
         self.transports: list[asyncio.BaseTransport] = []
         self.lock = threading.Lock()
+        #: Offer PIPELINING (RFC 2920) in EHLO, as Exchange Online does.
+        self.pipelining = False
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     # --- authentication ---------------------------------------------------------------
 
@@ -286,10 +302,12 @@ class SmtpTestServer:
         tokens: dict[str, str],
         passwords: dict[str, str],
         command_limit: int = 12288,
+        pipelining: bool = False,
     ) -> None:
         self.encryption = encryption
         self.host = HOST
         self.handler = MailboxHandler(tokens, passwords)
+        self.handler.pipelining = pipelining
         sock = bound_socket()
         self.port: int = sock.getsockname()[1]
         smtp_kwargs: dict[str, Any] = {
@@ -394,3 +412,85 @@ def dead_port() -> int:
     port: int = sock.getsockname()[1]
     sock.close()
     return port
+
+
+class PipeliningServer:
+    """A plain-TCP server that offers PIPELINING and proves the client used it.
+
+    After EHLO it answers nothing until the DATA command has arrived, so a client that waits
+    for the reply to MAIL FROM before sending RCPT TO would stall (and the test time out):
+    only a pipelining client gets a message through. ``replies`` overrides the reply to
+    ``MAIL``, ``RCPT`` or ``DATA``; ``data_reply`` is the reply at the end of the message.
+    """
+
+    def __init__(self, replies: dict[str, str] | None = None, data_reply: str = "250 2.0.0 OK"):
+        self.replies = {"MAIL": "250 2.1.0 Sender OK", "RCPT": "250 2.1.5 Recipient OK"}
+        self.replies["DATA"] = "354 Start mail input; end with <CRLF>.<CRLF>"
+        self.replies.update(replies or {})
+        self.data_reply = data_reply
+        self.host = HOST
+        self._sock = bound_socket()
+        self._sock.listen()
+        self.port: int = self._sock.getsockname()[1]
+        #: Command lines in arrival order, and each message body received.
+        self.commands: list[str] = []
+        self.bodies: list[bytes] = []
+        #: Set once a DATA command arrived (before any reply to the group was sent).
+        self.envelope_arrived = threading.Event()
+        self.stalled = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> PipeliningServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._sock.close()
+        self._thread.join(5)
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self._sock.accept()
+        except OSError:
+            return
+        with conn, conn.makefile("rb") as reader:
+            conn.settimeout(5)
+            conn.sendall(b"220 pipelining.konvergo.test ESMTP\r\n")
+            with contextlib.suppress(OSError):  # the client hung up or stalled
+                self._session(conn, reader)
+
+    def _session(self, conn: socket.socket, reader: Any) -> None:
+        group: list[str] = []
+        while True:
+            line = reader.readline()
+            if not line:
+                return
+            command = line.decode().rstrip("\r\n")
+            self.commands.append(command)
+            verb = command.split(" ", 1)[0].split(":", 1)[0].upper()
+            if verb == "EHLO":
+                conn.sendall(
+                    b"250-pipelining.konvergo.test\r\n250-SIZE 1000000\r\n250 PIPELINING\r\n"
+                )
+            elif verb in ("MAIL", "RCPT"):
+                group.append(verb)  # answered with the DATA that ends the group
+            elif verb == "DATA":
+                self.envelope_arrived.set()
+                group.append(verb)
+                answers = [self.replies[v] for v in group]
+                group = []
+                conn.sendall("".join(f"{a}\r\n" for a in answers).encode())
+                if answers[-1].startswith("354"):
+                    body = bytearray()
+                    while not body.endswith(b"\r\n.\r\n") and body != b".\r\n":
+                        chunk = reader.readline()
+                        if not chunk:
+                            return
+                        body += chunk
+                    self.bodies.append(bytes(body))
+                    conn.sendall(f"{self.data_reply}\r\n".encode())
+            elif verb == "QUIT":
+                conn.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            else:  # RSET, NOOP
+                conn.sendall(b"250 2.0.0 OK\r\n")

@@ -74,12 +74,14 @@ class SmtpTransportContract:
     """Behaviour shared by every encryption mode; subclasses choose the server."""
 
     encryption: ClassVar[Encryption]
+    #: Whether the server offers PIPELINING (Exchange Online does).
+    pipelining: ClassVar[bool] = False
     #: Where a certificate problem shows: in the TLS handshake of connect, or of STARTTLS.
     tls_stage: ClassVar[str]
 
     @pytest.fixture
     def server(self, start_server: Callable[..., SmtpTestServer]) -> SmtpTestServer:
-        return start_server(self.encryption)
+        return start_server(self.encryption, pipelining=self.pipelining)
 
     @pytest.fixture
     def connect(self, server: SmtpTestServer, ca_file: Path) -> Callable[..., SmtpConnection]:
@@ -566,6 +568,14 @@ class TestOverStartTls(SmtpTransportContract):
 
     encryption = "starttls"
     tls_stage = "starttls"
+
+
+class TestOverStartTlsPipelined(SmtpTransportContract):
+    """STARTTLS to a server that offers PIPELINING, as smtp.office365.com does."""
+
+    encryption = "starttls"
+    tls_stage = "starttls"
+    pipelining = True
 
 
 class TestOverImplicitTls(SmtpTransportContract):

@@ -1,0 +1,135 @@
+"""PIPELINING (RFC 2920) and the commit hook of ``SmtpConnection.send``, on a scripted server.
+
+The server answers nothing until the whole envelope (MAIL, RCPT, DATA) has arrived, so every
+test that gets a message through proves the client pipelined it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from konvergo.transports.smtp import SmtpConnection, SmtpFailure, SmtpSettings
+from tests.transports.smtp_servers import PipeliningServer, dead_port
+
+SENDER = "alice@konvergo.test"
+TO = ["bob@example.test", "carol@example.test"]
+MESSAGE = b"From: alice@konvergo.test\r\nSubject: Hello\r\n\r\nHello Bob\r\n"
+
+
+@pytest.fixture
+def start() -> Iterator[type[PipeliningServer]]:
+    started: list[PipeliningServer] = []
+
+    class Started(PipeliningServer):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            started.append(self.start())
+
+    yield Started
+    for server in started:
+        server.stop()
+
+
+def connection_to(port: int) -> SmtpConnection:
+    return SmtpConnection(
+        SmtpSettings(host="127.0.0.1", port=port, encryption="none", auth=None, timeout=5)
+    )
+
+
+def test_sends_the_whole_envelope_before_reading_any_reply(start: type[PipeliningServer]) -> None:
+    """MAIL, every RCPT and DATA go out together, and the message arrives once."""
+    server = start()
+    with connection_to(server.port) as connection:
+        result = connection.send(SENDER, TO, MESSAGE)
+    assert result.accepted == TO
+    assert [c.split(":")[0] for c in server.commands[1:5]] == [
+        "MAIL FROM",
+        "RCPT TO",
+        "RCPT TO",
+        "DATA",
+    ]
+    assert server.commands[1] == f"MAIL FROM:<{SENDER}> SIZE={len(MESSAGE)}"
+    assert server.bodies == [MESSAGE + b".\r\n"]
+
+
+def test_runs_before_commit_while_the_envelope_travels_and_before_the_final_dot(
+    start: type[PipeliningServer],
+) -> None:
+    """The hook runs once the envelope is on the wire and before any of the message is sent."""
+    server = start()
+    seen: list[tuple[bool, int]] = []
+
+    def before_commit() -> None:
+        seen.append((server.envelope_arrived.wait(3), len(server.bodies)))
+
+    with connection_to(server.port) as connection:
+        connection.send(SENDER, TO, MESSAGE, before_commit=before_commit)
+    assert seen == [(True, 0)]
+    assert len(server.bodies) == 1
+
+
+def test_a_failing_before_commit_leaves_the_message_unsent(start: type[PipeliningServer]) -> None:
+    """When the hook raises, the message is never completed and the connection is dropped."""
+    server = start()
+
+    def before_commit() -> None:
+        raise RuntimeError("the database is gone")
+
+    connection = connection_to(server.port)
+    with pytest.raises(RuntimeError, match="database is gone"):
+        connection.send(SENDER, TO, MESSAGE, before_commit=before_commit)
+    assert not connection.is_open
+    assert server.bodies == []
+
+
+def test_runs_before_commit_even_when_the_server_cannot_be_reached() -> None:
+    """The previous message's outcome is still recorded when the next one cannot start."""
+    ran: list[bool] = []
+    with pytest.raises(SmtpFailure):
+        connection_to(dead_port()).send(SENDER, TO, MESSAGE, before_commit=lambda: ran.append(True))
+    assert ran == [True]
+
+
+def test_reports_a_refused_sender_after_reading_every_pipelined_reply(
+    start: type[PipeliningServer],
+) -> None:
+    """A MAIL FROM refusal is the error, not the 503s that follow it, and nothing is sent."""
+    server = start(
+        {
+            "MAIL": "530 5.7.57 Client not authenticated to send mail",
+            "RCPT": "503 5.5.1 Bad sequence of commands",
+            "DATA": "503 5.5.1 Bad sequence of commands",
+        }
+    )
+    connection = connection_to(server.port)
+    with pytest.raises(SmtpFailure) as caught:
+        connection.send(SENDER, TO, MESSAGE)
+    assert (caught.value.stage, caught.value.reply_code) == ("mail", 530)
+    assert "5.7.57" in caught.value.reply_text
+    assert server.bodies == []
+    assert connection.is_open  # every reply was read: the session can go on
+    connection.close()
+
+
+def test_ends_a_data_accepted_after_every_recipient_was_refused_with_an_empty_message(
+    start: type[PipeliningServer],
+) -> None:
+    """If DATA gets 354 although no recipient was accepted, only a lone dot follows."""
+    server = start({"RCPT": "550 5.1.10 RESOLVER.ADR.RecipientNotFound"})
+    connection = connection_to(server.port)
+    with pytest.raises(SmtpFailure) as caught:
+        connection.send(SENDER, TO, MESSAGE)
+    assert caught.value.stage == "rcpt"
+    assert set(caught.value.refused) == set(TO)
+    assert server.bodies == [b".\r\n"]
+    connection.close()
+
+
+def test_refuses_an_address_that_would_smuggle_a_command(start: type[PipeliningServer]) -> None:
+    """A line break in an address never reaches the server as a second command."""
+    server = start()
+    with connection_to(server.port) as connection, pytest.raises(ValueError, match="not a bare"):
+        connection.send("a@b.test>\r\nRCPT TO:<x@y.test", TO, MESSAGE)
+    assert not any("x@y.test" in command for command in server.commands)
