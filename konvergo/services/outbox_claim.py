@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
@@ -39,14 +39,16 @@ _sqlite_writes = threading.Lock()
 
 
 @contextlib.contextmanager
-def _serialised() -> Iterator[None]:
+def _serialised(pg: bool | None = None) -> Iterator[None]:
     """On SQLite, one writing thread per process at a time.
 
     SQLite allows one writer; threads of one process that collide would otherwise wait in
     SQLite's busy handler, which sleeps in steps of milliseconds: with many sessions that idle
     time, not the writes, would bound the throughput. A lock hands the turn over at once.
     """
-    if connection.vendor == "sqlite":
+    if pg is None:
+        pg = connection.vendor != "sqlite"
+    if not pg:
         with _sqlite_writes:
             yield
     else:
@@ -272,20 +274,22 @@ def mark_sent(item_id: int, worker: str, reply: str) -> bool:
     much CPU as the statement itself. The send time goes to ``sent_at``, which the rate window
     counts.
     """
-    pg = connection.vendor == "postgresql"
-    now = timezone.now() if pg else connection.ops.adapt_datetimefield_value(timezone.now())
+    # ``connection`` is a proxy that looks the thread's connection up on every attribute
+    # access; once is enough here.
+    db = connections[DEFAULT_DB_ALIAS]
+    pg = db.vendor == "postgresql"
+    now = timezone.now() if pg else db.ops.adapt_datetimefield_value(timezone.now())
     params = (State.SENT.value, now, reply, item_id, State.SENDING.value, worker)
+    sql = _MARK_SENT_SQLITE
     if pg:
         # Inside a caller's transaction (inline sessions in tests) the setting would apply to
         # the caller's whole transaction: keep the plain statement there.
-        sql = _MARK_SENT_SQL if connection.in_atomic_block else _MARK_SENT_SQL_PG
-    else:
-        sql = _MARK_SENT_SQLITE
-    connection.ensure_connection()
+        sql = _MARK_SENT_SQL if db.in_atomic_block else _MARK_SENT_SQL_PG
+    db.ensure_connection()
     # The DB-API cursor itself: Django's wrapper (placeholder rewriting, error translation,
     # debug bookkeeping) costs more than this one-row UPDATE on SQLite.
-    with _serialised(), connection.wrap_database_errors:
-        cursor = connection.connection.cursor()
+    with _serialised(pg), db.wrap_database_errors:
+        cursor = db.connection.cursor()
         try:
             cursor.execute(sql, params)
             return bool(cursor.rowcount == 1)

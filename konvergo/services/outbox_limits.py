@@ -90,6 +90,9 @@ class OutboxPolicy:
     #: While sessions run, look for new due mail at most this often (seconds): new mail of a
     #: busy server gets its extra sessions this soon (one grouped query per scan).
     scan_interval: float = 0.2
+    #: While sessions run, hold mail of deleted or archived servers and re-queue rows of dead
+    #: sessions at most this often (seconds); always when idle.
+    housekeeping_interval: float = 5.0
 
 
 POLICY = OutboxPolicy()

@@ -108,6 +108,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._done = 0
         self._scanned = 0.0
+        self._housekept = float("-inf")
         self._stop = threading.Event()
 
     # --- public ------------------------------------------------------------------------
@@ -121,8 +122,15 @@ class Dispatcher:
         if self._alive() and time.monotonic() - self._scanned < self.policy.scan_interval:
             return self._take_done()
         self._scanned = time.monotonic()
-        self._hold_orphans()
-        self._reclaim_dead_sessions()
+        # Both write: on SQLite every write waits for the single writer, so while sessions
+        # are sending they run at a slower pace than the scan for due mail.
+        if (
+            not self._alive()
+            or self._scanned - self._housekept >= self.policy.housekeeping_interval
+        ):
+            self._housekept = self._scanned
+            self._hold_orphans()
+            self._reclaim_dead_sessions()
         now = timezone.now()
         due = {
             sid: n

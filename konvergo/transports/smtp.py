@@ -651,14 +651,22 @@ class SmtpConnection:
 
     def _command(self, stage: Stage, call: Callable[[], tuple[int, bytes]]) -> tuple[int, str]:
         """Run one exchange, translating low-level errors; a dead connection is forgotten."""
+        # The same translation as _translated(), without a context manager: this runs for
+        # every command of every message.
         try:
-            with self._translated(stage):
-                code, reply = call()
+            code, reply = call()
         except SmtpFailure:
             if not self.is_open:
                 self._discard()
             raise
-        return code, _text(reply)
+        except KonvergoError:
+            raise
+        except (smtplib.SMTPResponseException, OSError) as exc:
+            failure = self._translate(exc, stage)
+            if not self.is_open:
+                self._discard()
+            raise failure from exc
+        return code, reply if isinstance(reply, str) else reply.decode("utf-8", "replace")
 
     def _write(self, smtp: smtplib.SMTP, stage: Stage, payload: bytes) -> None:
         """Send ``payload`` as it is (commands or message data), translating errors."""
@@ -685,19 +693,19 @@ class SmtpConnection:
     @contextmanager
     def _translated(self, stage: Stage) -> Iterator[None]:
         """Turn smtplib, socket and TLS exceptions into SMTP failures with advice."""
-        s = self.settings
         try:
             yield
         except (SmtpFailure, KonvergoError):
             raise
-        except smtplib.SMTPResponseException as exc:
-            raise reply_failure(
-                exc.smtp_code, _text(exc.smtp_error), stage, server=s.server
-            ) from exc
-        except OSError as exc:  # socket, TLS, smtplib disconnects (all OSError subclasses)
-            raise exception_failure(
-                exc, stage, host=s.host, port=s.port, encryption=s.encryption
-            ) from exc
+        except (smtplib.SMTPResponseException, OSError) as exc:
+            raise self._translate(exc, stage) from exc
+
+    def _translate(self, exc: smtplib.SMTPResponseException | OSError, stage: Stage) -> SmtpFailure:
+        s = self.settings
+        if isinstance(exc, smtplib.SMTPResponseException):
+            return reply_failure(exc.smtp_code, _text(exc.smtp_error), stage, server=s.server)
+        # socket, TLS, smtplib disconnects (all OSError subclasses)
+        return exception_failure(exc, stage, host=s.host, port=s.port, encryption=s.encryption)
 
 
 def _abandon(smtp: smtplib.SMTP) -> None:
