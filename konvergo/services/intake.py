@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -291,6 +292,53 @@ def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+_END = object()
+
+
+def _prefetched(batches: Iterator[list[Any]]) -> Iterator[list[Any]]:
+    """Yield ``batches`` while a thread already reads the next one from the server.
+
+    Reading a batch is mostly waiting for the server's bytes, which a thread does without the
+    interpreter lock: batch N+1 travels while batch N is parsed and stored. At most two
+    batches are held besides the one being stored, so memory stays bounded. An error of the
+    reader (a dropped connection, ``BYE``) is raised here, in the caller's thread, after the
+    batches read before it. The connection must not be used by the caller meanwhile.
+    """
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    with contextlib.suppress(queue.Full):
+                        handoff.put(batch, timeout=0.05)
+                        break
+                if stop.is_set():
+                    return
+            handoff.put(_END)
+        except BaseException as exc:  # handed to the caller, which raises it
+            handoff.put(exc)
+
+    reader = threading.Thread(target=pump, name="imap-prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        # Wait for the command in progress, so the connection is between commands again.
+        with contextlib.suppress(queue.Empty):
+            while reader.is_alive():
+                handoff.get(timeout=0.05)
+        reader.join()
+
+
 class Fetcher:
     """Fetches all folders of one server over one connection, reconnecting when dropped."""
 
@@ -385,6 +433,8 @@ class Fetcher:
             progress_total=F("progress_total") + len(uids)
         )
         batches = _batched(conn.fetch_batch(uids, self.batch_size), self.batch_size)
+        if not server.mark_read:  # marking read uses the connection between batches
+            batches = _prefetched(batches)
         self._consume(conn, folder, status, batches, len(uids))
 
     def _consume(

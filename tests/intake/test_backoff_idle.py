@@ -123,7 +123,9 @@ def test_token_exchange_calls_expired_is_refreshed_although_the_database_thinks_
     server.refresh_from_db()
     assert server.grant is not None
     first_token = server.grant.access_token
-    imap_server.populate(MAILBOX, sized_messages(60, 300))
+    # Ten batches: the next two are read ahead while one is stored, so the expiry must come
+    # with more of the mailbox still on the server.
+    imap_server.populate(MAILBOX, sized_messages(200, 300))
 
     batches: list[BatchOutcome] = []
 
@@ -144,7 +146,7 @@ def test_token_exchange_calls_expired_is_refreshed_although_the_database_thinks_
         fetcher.close()
 
     grant = OAuthGrant.objects.get(pk=server.grant.pk)
-    assert result.stored == 60 and Message.objects.count() == 60 and len(batches) == 3
+    assert result.stored == 200 and Message.objects.count() == 200 and len(batches) == 10
     assert grant.access_token != first_token
     assert grant.access_expires_at is not None
     assert grant.access_expires_at > timezone.now() + dt.timedelta(minutes=30)
