@@ -226,14 +226,20 @@ def folders_of(server: IncomingServer) -> list[str]:
     return list(dict.fromkeys(names)) or ["INBOX"]
 
 
-def _report_token_use(server: IncomingServer, exc: BaseException | None) -> None:
+def _report_token_use(
+    server: IncomingServer, exc: BaseException | None, credentials: Credentials | None = None
+) -> None:
     tokens = _token_store()
     if tokens is None or server.grant_id is None:
         return
     if exc is None:
         tokens.record_use(server.grant_id, True)
     elif isinstance(exc, ImapAuthorizationError) and exc.stage == "auth":
-        tokens.record_use(server.grant_id, False, exc.reply_text or str(exc), exc.fix)
+        # The refused token, so a fetch that began before a reconnect cannot undo it.
+        digest = credentials.token_digest if isinstance(credentials, XOAuth2Auth) else None
+        tokens.record_use(
+            server.grant_id, False, exc.reply_text or str(exc), exc.fix, token_digest=digest
+        )
 
 
 # -- outcome on the server row -----------------------------------------------------------
@@ -363,11 +369,12 @@ class Fetcher:
 
     def connect(self) -> ImapConnection:
         if self.connection is None or not self.connection.is_open:
-            conn = ImapConnection(settings_for(self.server, self.tokens))
+            settings = settings_for(self.server, self.tokens)
+            conn = ImapConnection(settings)
             try:
                 conn.open()
             except ImapFailure as exc:
-                _report_token_use(self.server, exc)
+                _report_token_use(self.server, exc, settings.auth)
                 raise
             _report_token_use(self.server, None)
             self.connection = conn
@@ -539,14 +546,16 @@ def test_and_confirm(server: IncomingServer) -> ConfirmResult:
     server's exact words and the fix on the row and leaves the state alone.
     """
     statuses: dict[str, FolderStatus] = {}
+    settings: ImapSettings | None = None
     try:
-        with ImapConnection(settings_for(server)) as conn:
+        settings = settings_for(server)
+        with ImapConnection(settings) as conn:
             _record_idle_support(server, conn.supports_idle)
             for folder in folders_of(server):
                 statuses[folder] = conn.select(folder, readonly=True)
     except (KonvergoError, OSError) as exc:
         if isinstance(exc, ImapFailure):
-            _report_token_use(server, exc)
+            _report_token_use(server, exc, settings.auth if settings is not None else None)
         message, fix = describe(exc)
         IncomingServer.objects.filter(pk=server.pk).update(last_error=message, last_error_fix=fix)
         server.last_error, server.last_error_fix = message, fix

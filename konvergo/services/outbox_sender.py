@@ -38,6 +38,7 @@ from konvergo.services import outbox_claim as store
 from konvergo.services.credentials import smtp_auth_for
 from konvergo.services.outbox_limits import POLICY, OutboxPolicy, SessionSlots, Verdict, classify
 from konvergo.store.models import OutboxItem, OutgoingServer
+from konvergo.transports.auth import XOAuth2Auth
 from konvergo.transports.smtp import SendResult, SmtpConnection, SmtpSettings, SmtpTemporaryError
 from konvergo.transports.smtp_errors import SmtpAuthorizationError
 
@@ -70,8 +71,17 @@ def _reply_text(result: SendResult) -> str:
     return text
 
 
-def _record_grant_use(server: OutgoingServer, ok: bool, verdict: Verdict | None = None) -> None:
-    """Tell the token store whether Exchange accepted the token (the tag on the server form)."""
+def _record_grant_use(
+    server: OutgoingServer,
+    ok: bool,
+    verdict: Verdict | None = None,
+    auth: object = None,
+) -> None:
+    """Tell the token store whether Exchange accepted the token (the tag on the server form).
+
+    ``auth`` is the session's credentials: a refusal names the token it concerns, so a
+    session that authenticated before a reconnect does not turn the new grant red.
+    """
     if server.auth_type != "outlook" or server.grant_id is None:
         return
     try:
@@ -82,7 +92,8 @@ def _record_grant_use(server: OutgoingServer, ok: bool, verdict: Verdict | None 
         if verdict is None:
             record_use(server.grant_id, ok)
         else:
-            record_use(server.grant_id, ok, verdict.reply, verdict.fix)
+            digest = auth.token_digest if isinstance(auth, XOAuth2Auth) else None
+            record_use(server.grant_id, ok, verdict.reply, verdict.fix, token_digest=digest)
     except Exception:  # reporting health must never stop sending
         log.exception("could not record the token use of grant %s", server.grant_id)
 
@@ -391,7 +402,7 @@ class Dispatcher:
         if verdict.scope == "server":
             self._server_failed(server, rest, worker, verdict)
             if isinstance(exc, SmtpAuthorizationError):
-                _record_grant_use(server, False, verdict)
+                _record_grant_use(server, False, verdict, connection.settings.auth)
             connection.close()
             return False
         store.mark_failed([items[index]], worker, verdict, self.policy)

@@ -10,6 +10,7 @@ from django.utils import timezone
 from konvergo.errors import ConfigurationError, KonvergoError, ValidationFailed
 from konvergo.services import parameters, routing
 from konvergo.store.models import AuditEvent, IncomingServer, OutgoingServer
+from konvergo.transports.auth import XOAuth2Auth
 
 
 @dataclass(frozen=True)
@@ -147,10 +148,12 @@ def run_smtp_test(server: OutgoingServer, *, send_to: str = "", actor: Any = Non
     """Test Connection: connect, authenticate, MAIL FROM, RCPT, DATA (and send if asked)."""
     from konvergo.transports.smtp import test_connection
 
+    settings = None
     try:
         sender = test_sender(server)
+        settings = smtp_settings(server)
         result = test_connection(
-            smtp_settings(server),
+            settings,
             sender,
             send_to or None,
             send_test_email=bool(send_to),
@@ -174,7 +177,11 @@ def run_smtp_test(server: OutgoingServer, *, send_to: str = "", actor: Any = Non
         elif outcome.failure_class == "authorization":
             # Exchange refused a token the identity platform issued (5.7.3): the tag must
             # turn red. A 5.7.139 is "configuration" (SMTP AUTH off), not the grant's fault.
-            tokens.record_use(server.grant_id, False, outcome.message, outcome.fix)
+            auth = settings.auth if settings is not None else None
+            digest = auth.token_digest if isinstance(auth, XOAuth2Auth) else None
+            tokens.record_use(
+                server.grant_id, False, outcome.message, outcome.fix, token_digest=digest
+            )
     AuditEvent.record(
         "server.tested", f"outgoing:{server.pk}", "ok" if outcome.ok else "failed", actor
     )

@@ -8,6 +8,7 @@ connection object never holds a token past the moment it authenticates.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,10 +37,17 @@ class XOAuth2Auth:
 
     username: str
     token_provider: Callable[[], str] = field(repr=False)
+    # The digest of the last token sent, so a refusal can be matched to the token it concerns.
+    _sent: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def mechanism(self) -> str:
         return "XOAUTH2"
+
+    @property
+    def token_digest(self) -> str | None:
+        """SHA-256 of the token last sent (never the token itself), or None before any."""
+        return self._sent[-1] if self._sent else None
 
     def xoauth2_string(self) -> str:
         """``user=<username>^Aauth=Bearer <token>^A^A``, the clear text Microsoft documents."""
@@ -51,6 +59,7 @@ class XOAuth2Auth:
                 raise ConfigurationError(
                     f"The XOAUTH2 {name} is empty or contains a space or control character."
                 )
+        self._sent[:] = [token_digest(token)]
         return f"user={self.username}\x01auth=Bearer {token}\x01\x01"
 
     def initial_response(self) -> str:
@@ -59,3 +68,8 @@ class XOAuth2Auth:
 
 
 Credentials = PasswordAuth | XOAuth2Auth
+
+
+def token_digest(token: str) -> str:
+    """The SHA-256 hex digest of an access token: compares tokens without keeping them."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import subprocess
@@ -22,6 +23,7 @@ from konvergo.sandbox.world import World
 from konvergo.services import parameters
 from konvergo.services.oauth import keepalive, tokens
 from konvergo.store.models import OAuthGrant, OutgoingServer
+from konvergo.transports.auth import XOAuth2Auth
 from tests.oauth.conftest import connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -276,3 +278,35 @@ def test_changing_the_username_drops_the_grant(
     )
     grant.refresh_from_db()
     assert grant.status == "disconnected" and grant.refresh_token == ""
+
+
+def test_a_refusal_of_a_token_the_grant_no_longer_holds_leaves_it_valid(
+    grant: OAuthGrant, idp: IdentityPlatform
+) -> None:
+    """A session that authenticated before a refresh cannot turn the refreshed grant red."""
+    sent = XOAuth2Auth("john@example.com", lambda: tokens.access_token(grant))
+    sent.xoauth2_string()  # the session authenticates with the current token...
+    tokens.access_token(grant, force_refresh=True)  # ...then the grant moves on
+    tokens.record_use(
+        grant.pk, False, "535 5.7.3 Authentication unsuccessful", token_digest=sent.token_digest
+    )
+    grant.refresh_from_db()
+    assert grant.status == "valid"
+
+    current = XOAuth2Auth("john@example.com", lambda: tokens.access_token(grant))
+    current.xoauth2_string()
+    tokens.record_use(
+        grant.pk, False, "535 5.7.3 Authentication unsuccessful", token_digest=current.token_digest
+    )
+    grant.refresh_from_db()
+    assert grant.status == "invalid" and "5.7.3" in grant.last_error
+
+
+def test_the_credentials_remember_a_digest_never_the_token(grant: OAuthGrant) -> None:
+    """What a session keeps to name the refused token is its SHA-256, not the token."""
+    auth = XOAuth2Auth("john@example.com", lambda: tokens.access_token(grant))
+    assert auth.token_digest is None
+    auth.xoauth2_string()
+    token = OAuthGrant.objects.get(pk=grant.pk).access_token
+    assert auth.token_digest == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in repr(auth) and token not in repr(vars(auth))

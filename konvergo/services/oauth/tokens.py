@@ -29,6 +29,7 @@ from konvergo.providers.microsoft.catalogue import personalize
 from konvergo.providers.microsoft.errors import TokenEndpointError
 from konvergo.services.oauth import client
 from konvergo.store.models import OAuthGrant
+from konvergo.transports.auth import token_digest as hashed_token
 
 log = logging.getLogger("konvergo.oauth")
 
@@ -210,15 +211,34 @@ def xoauth2(grant: OAuthGrant) -> str:
     return endpoints.xoauth2_string(grant.mailbox, access_token(grant))
 
 
-def record_use(grant: OAuthGrant | int, ok: bool, error: str = "", fix: str = "") -> None:
-    """Transports report whether Exchange accepted the token, so the tag shows verified health."""
+def record_use(
+    grant: OAuthGrant | int,
+    ok: bool,
+    error: str = "",
+    fix: str = "",
+    *,
+    token_digest: str | None = None,
+) -> None:
+    """Transports report whether Exchange accepted the token, so the tag shows verified health.
+
+    A refusal with ``token_digest`` (:func:`konvergo.transports.auth.token_digest` of the
+    token sent) turns the grant red only while the grant still holds that token: a session
+    that authenticated before a reconnect or a refresh must not mark the new tokens invalid.
+    """
     pk = grant.pk if isinstance(grant, OAuthGrant) else grant
     if ok:
         OAuthGrant.objects.filter(pk=pk, status=OAuthGrant.Status.VALID).update(
             verified_at=timezone.now()
         )
         return
-    OAuthGrant.objects.filter(pk=pk).update(
+    grants = OAuthGrant.objects.filter(pk=pk)
+    if token_digest is not None:
+        current = grants.only("access_token", "version").first()
+        if current is None or hashed_token(current.access_token) != token_digest:
+            log.info("grant %s: a refusal of a token it no longer holds was ignored", pk)
+            return
+        grants = grants.filter(version=current.version)  # unless it moves on meanwhile
+    grants.update(
         status=OAuthGrant.Status.INVALID,
         failure_class="authorization",
         last_error=error[:2000],
