@@ -29,7 +29,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -287,7 +287,7 @@ def _record(server: IncomingServer, exc: BaseException | None) -> None:
 # -- the fetch ---------------------------------------------------------------------------
 
 
-def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+def _batched(items: Iterator[Any], size: int) -> Generator[list[Any], None, None]:
     batch: list[Any] = []
     for item in items:
         batch.append(item)
@@ -301,7 +301,7 @@ def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 _END = object()
 
 
-def _prefetched(batches: Iterator[list[Any]]) -> Iterator[list[Any]]:
+def _prefetched(batches: Iterator[list[Any]]) -> Generator[list[Any], None, None]:
     """Yield ``batches`` while a thread already reads the next one from the server.
 
     Reading a batch is mostly waiting for the server's bytes, which a thread does without the
@@ -313,18 +313,21 @@ def _prefetched(batches: Iterator[list[Any]]) -> Iterator[list[Any]]:
     handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
+    def hand_over(item: Any) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                handoff.put(item, timeout=0.05)
+                return True
+        return False  # the caller has gone: drop it
+
     def pump() -> None:
         try:
             for batch in batches:
-                while not stop.is_set():
-                    with contextlib.suppress(queue.Full):
-                        handoff.put(batch, timeout=0.05)
-                        break
-                if stop.is_set():
+                if not hand_over(batch):
                     return
-            handoff.put(_END)
+            hand_over(_END)
         except BaseException as exc:  # handed to the caller, which raises it
-            handoff.put(exc)
+            hand_over(exc)
 
     reader = threading.Thread(target=pump, name="imap-prefetch", daemon=True)
     reader.start()
@@ -442,7 +445,10 @@ class Fetcher:
         batches = _batched(conn.fetch_batch(uids, self.batch_size), self.batch_size)
         if not server.mark_read:  # marking read uses the connection between batches
             batches = _prefetched(batches)
-        self._consume(conn, folder, status, batches, len(uids))
+        # Closing stops the reader thread at once when storing fails, before anyone closes
+        # the connection it reads from.
+        with contextlib.closing(batches):
+            self._consume(conn, folder, status, batches, len(uids))
 
     def _consume(
         self,

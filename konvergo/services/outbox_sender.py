@@ -368,7 +368,8 @@ class Dispatcher:
                     first_ok = False
                     _record_grant_use(server, True)
                 if time.monotonic() - renewed > self.policy.lease_seconds / 3:
-                    store.renew([i.id for i in items[index + 1 :]], worker, self.policy)
+                    # This message's row too: its outcome is recorded with the next one.
+                    store.renew([i.id for i in items[index:]], worker, self.policy)
                     renewed = time.monotonic()
         finally:
             if pending is not None:

@@ -172,14 +172,20 @@ def _dot_stuffed(message: bytes) -> bytes:
     return body + b".\r\n"
 
 
-def _path(address: str) -> str:
+def _path(address: str, stage: Stage) -> str:
     """``address`` as an SMTP reverse- or forward-path (``<>`` for the null sender).
 
-    Addresses were validated when the mail was queued; refusing line breaks and brackets here
-    as well means no caller can smuggle a second command into the pipeline.
+    Addresses were validated when the mail was queued; refusing line breaks, NUL and angle
+    brackets here as well means no caller can smuggle a second command into the pipeline. A
+    quoted local part with a space (``"john doe"@example.com``) is a valid address and goes
+    out as it is.
     """
-    if any(c in address for c in "\r\n<> "):
-        raise ValueError(f"{address!r} is not a bare e-mail address.")
+    if any(c in address for c in "\r\n\x00<>"):
+        raise SmtpPermanentError(
+            f"{address!r} cannot be sent: an address must not contain a line break or angle "
+            "brackets.",
+            stage=stage,
+        )
     return f"<{address}>"
 
 
@@ -397,8 +403,12 @@ class SmtpConnection:
         payload = _dot_stuffed(data)
         commit()  # before the final dot: see send()
 
-        self._write(smtp, "data", payload)
-        code, text = self._command("data", smtp.getreply)
+        try:
+            self._write(smtp, "data", payload)
+            code, text = self._command("data", smtp.getreply)
+        except BaseException:
+            self._discard()  # whether the server took the message is unknown: start afresh
+            raise
         if code != 250:
             # The transaction is over either way; no RSET is needed for the next message.
             raise self._failed(reply_failure(code, text, "data", server=self._server), reset=False)
@@ -420,8 +430,8 @@ class SmtpConnection:
         """
         options = self._mail_options(smtp, envelope_from, recipients, data)
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-        mail = " ".join([f"MAIL FROM:{_path(envelope_from)}", *options])
-        commands = [mail, *(f"RCPT TO:{_path(r)}" for r in recipients), "DATA"]
+        mail = " ".join([f"MAIL FROM:{_path(envelope_from, 'mail')}", *options])
+        commands = [mail, *(f"RCPT TO:{_path(r, 'rcpt')}" for r in recipients), "DATA"]
         rcpt: list[Stage] = ["rcpt"] * len(recipients)
         stages: list[Stage] = ["mail", *rcpt, "data"]
         pipelined = smtp.has_extn("pipelining")
@@ -430,16 +440,22 @@ class SmtpConnection:
             start = len(replies)
             end = len(commands) if pipelined else start + 1
             payload = "".join(f"{c}\r\n" for c in commands[start:end]).encode(encoding)
-            self._write(smtp, stages[start], payload)
-            if end - start > 1:
-                _quick_ack(smtp)
-            if commit is not None:
-                commit()
-            for stage in stages[start:end]:
-                code, text = self._command(stage, smtp.getreply)
-                if code == 421:  # the server is closing the channel; nothing more will come
-                    raise self._failed(reply_failure(code, text, stage, server=self._server))
-                replies.append(SmtpReply(code, text))
+            try:
+                self._write(smtp, stages[start], payload)
+                if end - start > 1:
+                    _quick_ack(smtp)
+                if commit is not None:
+                    commit()
+                for stage in stages[start:end]:
+                    code, text = self._command(stage, smtp.getreply)
+                    if code == 421:  # the server is closing the channel; nothing more comes
+                        raise reply_failure(code, text, stage, server=self._server)
+                    replies.append(SmtpReply(code, text))
+            except BaseException:
+                # Replies may still be on their way: a later message would read them as its
+                # own. Only a fresh connection is in step again.
+                self._discard()
+                raise
             if not pipelined and _envelope_failed(replies, len(recipients)):
                 break
 
@@ -461,8 +477,11 @@ class SmtpConnection:
             if len(replies) == len(commands) and replies[-1].code == 354:
                 # A pipelined DATA the server accepted although the envelope failed (RFC 2920
                 # 3.1): end the empty message so the connection can go on.
-                self._write(smtp, "data", b".\r\n")
-                self._command("data", smtp.getreply)
+                try:
+                    self._write(smtp, "data", b".\r\n")
+                    self._command("data", smtp.getreply)
+                except BaseException:
+                    self._discard()  # the envelope's failure is the one to report
             raise self._failed(failure)
         return accepted, refused, replies[-1]
 

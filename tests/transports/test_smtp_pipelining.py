@@ -128,8 +128,19 @@ def test_ends_a_data_accepted_after_every_recipient_was_refused_with_an_empty_me
 
 
 def test_refuses_an_address_that_would_smuggle_a_command(start: type[PipeliningServer]) -> None:
-    """A line break in an address never reaches the server as a second command."""
+    """A line break in an address fails that message permanently and reaches no server."""
     server = start()
-    with connection_to(server.port) as connection, pytest.raises(ValueError, match="not a bare"):
+    with connection_to(server.port) as connection, pytest.raises(SmtpFailure) as caught:
         connection.send("a@b.test>\r\nRCPT TO:<x@y.test", TO, MESSAGE)
+    assert caught.value.failure_class == "permanent" and caught.value.stage == "mail"
     assert not any("x@y.test" in command for command in server.commands)
+
+
+def test_sends_a_quoted_local_part_with_a_space(start: type[PipeliningServer]) -> None:
+    """``"john doe"@example.com`` is a valid address and goes out exactly as written."""
+    server = start()
+    with connection_to(server.port) as connection:
+        connection.send('"john doe"@example.test', ['"mary ann"@example.test'], MESSAGE)
+    assert server.commands[1].startswith('MAIL FROM:<"john doe"@example.test>')
+    assert server.commands[2] == 'RCPT TO:<"mary ann"@example.test>'
+    assert len(server.bodies) == 1
