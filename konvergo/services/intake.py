@@ -341,10 +341,8 @@ def _prefetched(batches: Iterator[list[Any]]) -> Generator[list[Any], None, None
             yield item
     finally:
         stop.set()
-        # Wait for the command in progress, so the connection is between commands again.
-        with contextlib.suppress(queue.Empty):
-            while reader.is_alive():
-                handoff.get(timeout=0.05)
+        # Wait for the command in progress, so the connection is between commands again; a
+        # stopped reader hands nothing over, so it never waits for us.
         reader.join()
 
 

@@ -204,22 +204,17 @@ def _is_loopback(host: str) -> bool:
 
 
 class _Once:
-    """A callback that runs at most once, remembering whether it raised."""
+    """A callback that runs at most once (``None``: nothing to run)."""
 
-    __slots__ = ("_call", "failed")
+    __slots__ = ("_call",)
 
     def __init__(self, call: Callable[[], object] | None) -> None:
         self._call = call
-        self.failed = False
 
     def __call__(self) -> None:
         call, self._call = self._call, None
         if call is not None:
-            try:
-                call()
-            except BaseException:
-                self.failed = True
-                raise
+            call()
 
 
 def _quick_ack(smtp: smtplib.SMTP) -> None:
@@ -365,12 +360,6 @@ class SmtpConnection:
                         "SMTP connection to %s was dropped; reconnecting once", self._server
                     )
                     continue
-                except BaseException:
-                    # The envelope may be on the wire with its replies unread: a connection
-                    # in that state cannot carry the next message.
-                    if commit.failed:
-                        self._discard()
-                    raise
                 if logger.isEnabledFor(logging.INFO):
                     logger.info(
                         "SMTP %s accepted a message for %d recipient(s), refused %d: %s",

@@ -280,33 +280,39 @@ def test_changing_the_username_drops_the_grant(
     assert grant.status == "disconnected" and grant.refresh_token == ""
 
 
+def _authenticated(grant: OAuthGrant) -> XOAuth2Auth:
+    """Credentials as an SMTP session holds them after sending the grant's current token."""
+    auth = XOAuth2Auth("john@example.com", lambda: tokens.access_token(grant))
+    auth.xoauth2_string()
+    return auth
+
+
+def _refused(grant: OAuthGrant, auth: XOAuth2Auth) -> None:
+    """Exchange refused the token ``auth`` sent (535 5.7.3)."""
+    tokens.record_use(
+        grant.pk, False, "535 5.7.3 Authentication unsuccessful", token_digest=auth.token_digest
+    )
+
+
 def test_a_refusal_of_a_token_the_grant_no_longer_holds_leaves_it_valid(
     grant: OAuthGrant, idp: IdentityPlatform
 ) -> None:
     """A session that authenticated before a refresh cannot turn the refreshed grant red."""
-    sent = XOAuth2Auth("john@example.com", lambda: tokens.access_token(grant))
-    sent.xoauth2_string()  # the session authenticates with the current token...
-    tokens.access_token(grant, force_refresh=True)  # ...then the grant moves on
-    tokens.record_use(
-        grant.pk, False, "535 5.7.3 Authentication unsuccessful", token_digest=sent.token_digest
-    )
+    before = _authenticated(grant)
+    tokens.access_token(grant, force_refresh=True)  # then the grant moves on
+    _refused(grant, before)
     grant.refresh_from_db()
     assert grant.status == "valid"
 
-    current = XOAuth2Auth("john@example.com", lambda: tokens.access_token(grant))
-    current.xoauth2_string()
-    tokens.record_use(
-        grant.pk, False, "535 5.7.3 Authentication unsuccessful", token_digest=current.token_digest
-    )
+    _refused(grant, _authenticated(grant))
     grant.refresh_from_db()
     assert grant.status == "invalid" and "5.7.3" in grant.last_error
 
 
 def test_the_credentials_remember_a_digest_never_the_token(grant: OAuthGrant) -> None:
     """What a session keeps to name the refused token is its SHA-256, not the token."""
-    auth = XOAuth2Auth("john@example.com", lambda: tokens.access_token(grant))
-    assert auth.token_digest is None
-    auth.xoauth2_string()
+    assert XOAuth2Auth("john@example.com", lambda: "unused").token_digest is None
+    auth = _authenticated(grant)
     token = OAuthGrant.objects.get(pk=grant.pk).access_token
     assert auth.token_digest == hashlib.sha256(token.encode()).hexdigest()
     assert token not in repr(auth) and token not in repr(vars(auth))

@@ -24,6 +24,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from tests.transports.smtp_servers import PipeliningEhlo
+
 HOST = "127.0.0.1"
 DROP = "DROP"
 _MID = re.compile(rb"^Message-ID:\s*(<[^>]+>)", re.I | re.M)
@@ -56,23 +58,10 @@ class SinkState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class _Handler:
+class _Handler(PipeliningEhlo):
     def __init__(self, state: SinkState, pipelining: bool) -> None:
         self.state = state
         self.pipelining = pipelining
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        if self.pipelining:
-            responses.insert(-1, "250-PIPELINING")
-        return responses
 
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any

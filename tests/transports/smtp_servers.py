@@ -83,22 +83,11 @@ class Behaviour:
     drop_in_data: bool = False
 
 
-class MailboxHandler:
-    """aiosmtpd handler: authenticates, applies ``behaviour`` and records deliveries."""
+class PipeliningEhlo:
+    """aiosmtpd handler part: offers PIPELINING (RFC 2920) in EHLO when ``pipelining`` is set,
+    as Exchange Online does (aiosmtpd reads pipelined commands but never offers it)."""
 
-    def __init__(self, tokens: dict[str, str], passwords: dict[str, str]) -> None:
-        self.tokens = tokens  # access token -> the mailbox it was issued for
-        self.passwords = passwords  # user -> password
-        self.behaviour = Behaviour()
-        self.messages: list[Delivered] = []
-        self.auth_lines: list[str] = []  # "inline" or "prompted": how XOAUTH2 arrived
-        self.connections = 0
-        self.successful_logins = 0
-        self.data_started = 0
-        self.transports: list[asyncio.BaseTransport] = []
-        self.lock = threading.Lock()
-        #: Offer PIPELINING (RFC 2920) in EHLO, as Exchange Online does.
-        self.pipelining = False
+    pipelining: bool = False
 
     async def handle_EHLO(
         self,
@@ -112,6 +101,23 @@ class MailboxHandler:
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
+
+
+class MailboxHandler(PipeliningEhlo):
+    """aiosmtpd handler: authenticates, applies ``behaviour`` and records deliveries."""
+
+    def __init__(self, tokens: dict[str, str], passwords: dict[str, str]) -> None:
+        self.tokens = tokens  # access token -> the mailbox it was issued for
+        self.passwords = passwords  # user -> password
+        self.behaviour = Behaviour()
+        self.messages: list[Delivered] = []
+        self.auth_lines: list[str] = []  # "inline" or "prompted": how XOAUTH2 arrived
+        self.connections = 0
+        self.successful_logins = 0
+        self.data_started = 0
+        self.transports: list[asyncio.BaseTransport] = []
+        self.lock = threading.Lock()
+        self.pipelining = False
 
     # --- authentication ---------------------------------------------------------------
 
