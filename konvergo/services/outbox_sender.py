@@ -39,7 +39,13 @@ from konvergo.services.credentials import smtp_auth_for
 from konvergo.services.outbox_limits import POLICY, OutboxPolicy, SessionSlots, Verdict, classify
 from konvergo.store.models import OutboxItem, OutgoingServer
 from konvergo.transports.auth import XOAuth2Auth
-from konvergo.transports.smtp import SendResult, SmtpConnection, SmtpSettings, SmtpTemporaryError
+from konvergo.transports.smtp import (
+    SendResult,
+    SmtpConnection,
+    SmtpSettings,
+    SmtpTemporaryError,
+    Submission,
+)
 from konvergo.transports.smtp_errors import SmtpAuthorizationError
 
 log = logging.getLogger("konvergo.outbox")
@@ -354,10 +360,19 @@ class Dispatcher:
                     store.release(items[index:], worker)
                     return False  # the previous outcome is recorded below
                 record, pending = pending, None
+                following = None
+                if index + 1 < len(items):
+                    after = items[index + 1]
+                    following = Submission(after.envelope_from, after.recipients, after.raw)
                 try:
-                    # ``send`` runs ``record`` exactly once, whatever happens.
+                    # ``send`` runs ``record`` exactly once, whatever happens; the next
+                    # message's envelope goes out behind this one's final dot.
                     result = connection.send(
-                        item.envelope_from, item.recipients, item.raw, before_commit=record
+                        item.envelope_from,
+                        item.recipients,
+                        item.raw,
+                        before_commit=record,
+                        then=following,
                     )
                 except (KonvergoError, OSError) as exc:
                     if not self._message_failed(server, connection, worker, items, index, exc):

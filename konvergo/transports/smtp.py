@@ -24,13 +24,13 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from types import TracebackType
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 from konvergo.errors import ConfigurationError, KonvergoError
 from konvergo.security.tls import client_context
@@ -60,6 +60,7 @@ __all__ = [
     "SmtpSettings",
     "SmtpTemporaryError",
     "Stage",
+    "Submission",
     "build_test_message",
     "normalize_line_endings",
     "test_connection",
@@ -128,6 +129,34 @@ class SendResult:
     refused: dict[str, SmtpReply]
     #: The reply to the end of DATA (``250 2.0.0 OK <queue id>`` ...).
     reply: SmtpReply
+
+
+class Submission(NamedTuple):
+    """One message to submit: envelope sender, recipients and the finished bytes."""
+
+    envelope_from: str
+    recipients: Sequence[str]
+    message: bytes
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    """MAIL, each RCPT and DATA of one message, and the bytes that say them at once."""
+
+    commands: tuple[str, ...]
+    stages: tuple[Stage, ...]
+    encoding: str
+
+    def wire(self, start: int = 0, end: int | None = None) -> bytes:
+        return "".join(f"{c}\r\n" for c in self.commands[start:end]).encode(self.encoding)
+
+
+@dataclass(frozen=True)
+class _Primed:
+    """An envelope already written behind the previous message's final dot, replies unread."""
+
+    key: tuple[str, tuple[str, ...], bytes]
+    envelope: _Envelope
 
 
 @dataclass(frozen=True)
@@ -254,6 +283,8 @@ class SmtpConnection:
         # a context with verification turned off.
         self._cafile = cafile
         self._smtp: smtplib.SMTP | None = None
+        #: The next message's envelope, sent behind the last final dot (see ``send(then=)``).
+        self._primed: _Primed | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -301,6 +332,11 @@ class SmtpConnection:
 
     def close(self) -> None:
         """Say QUIT when the server is still listening, then close the socket."""
+        if self._primed is not None:
+            # The server is waiting for the primed message's content: QUIT would become part
+            # of it. Hanging up discards the unfinished transaction (RFC 5321 4.1.1.5).
+            self._discard()
+            return
         smtp, self._smtp = self._smtp, None
         if smtp is None:
             return
@@ -313,6 +349,7 @@ class SmtpConnection:
             smtp.close()
 
     def _discard(self) -> None:
+        self._primed = None
         smtp, self._smtp = self._smtp, None
         if smtp is not None:
             _abandon(smtp)
@@ -326,6 +363,7 @@ class SmtpConnection:
         message: bytes,
         *,
         before_commit: Callable[[], object] | None = None,
+        then: Submission | None = None,
     ) -> SendResult:
         """Submit ``message`` (finished bytes) to ``recipients``; open the connection if needed.
 
@@ -340,17 +378,31 @@ class SmtpConnection:
         database works while the server reads the envelope, and a crash still leaves at most
         one message per session sent but not recorded. An exception it raises ends the
         transaction unsent and propagates.
+
+        ``then`` is the message this session sends next, if it knows. On a server that offers
+        PIPELINING its MAIL, RCPT and DATA go out right behind this message's final dot (RFC
+        2920 3.1 allows message content as the first command of a group), so the next
+        envelope's round trip overlaps the server's work on this message. The next call must
+        then send exactly that message, and reads those replies; any other call, or
+        :meth:`close`, hangs up instead, since the server waits for that message's content.
         """
         if not recipients:
             raise ValueError("send() needs at least one recipient.")
         data = normalize_line_endings(message)
         commit = _Once(before_commit)
+        if self._primed is not None and self._primed.key != (
+            envelope_from,
+            tuple(recipients),
+            data,
+        ):
+            logger.debug("SMTP %s: not the primed message; starting afresh", self._server)
+            self._discard()
         reconnected = False
         try:
             while True:
                 self.open()
                 try:
-                    result = self._transaction(envelope_from, recipients, data, commit)
+                    result = self._transaction(envelope_from, recipients, data, commit, then)
                 except SmtpTemporaryError as exc:
                     dropped = exc.stage == "mail" and not self.is_open
                     if reconnected or not dropped:
@@ -379,29 +431,68 @@ class SmtpConnection:
         message; closing the socket without the final ``.`` is the only way to abandon it
         (RFC 5321 4.1.1.5: the server discards an unfinished transaction).
         """
+        if self._primed is not None:
+            self._discard()
         self.open()
         _, _, reply = self._start_data(self._require_open(), envelope_from, [recipient], None)
         self._discard()
         return reply
 
     def _transaction(
-        self, envelope_from: str, recipients: list[str], data: bytes, commit: _Once
+        self,
+        envelope_from: str,
+        recipients: list[str],
+        data: bytes,
+        commit: _Once,
+        then: Submission | None = None,
     ) -> SendResult:
         smtp = self._require_open()
         accepted, refused, _ = self._start_data(smtp, envelope_from, recipients, data, commit)
         payload = _dot_stuffed(data)
         commit()  # before the final dot: see send()
+        primed = self._prime(smtp, then)
+        if primed is not None:
+            payload += primed.envelope.wire()
 
         try:
             self._write(smtp, "data", payload)
+            if primed is not None:
+                _quick_ack(smtp)
             code, text = self._command("data", smtp.getreply)
         except BaseException:
             self._discard()  # whether the server took the message is unknown: start afresh
             raise
+        if primed is not None and code != 421:
+            # A refused message ends its transaction only: the server goes on to read the
+            # next envelope, whose replies the next send() reads.
+            self._primed = primed
         if code != 250:
             # The transaction is over either way; no RSET is needed for the next message.
             raise self._failed(reply_failure(code, text, "data", server=self._server), reset=False)
         return SendResult(accepted=accepted, refused=refused, reply=SmtpReply(code, text))
+
+    def _envelope(
+        self, smtp: smtplib.SMTP, envelope_from: str, recipients: Sequence[str], data: bytes | None
+    ) -> _Envelope:
+        options = self._mail_options(smtp, envelope_from, recipients, data)
+        mail = " ".join([f"MAIL FROM:{_path(envelope_from, 'mail')}", *options])
+        rcpt: list[Stage] = ["rcpt"] * len(recipients)
+        return _Envelope(
+            (mail, *(f"RCPT TO:{_path(r, 'rcpt')}" for r in recipients), "DATA"),
+            ("mail", *rcpt, "data"),
+            "utf-8" if "SMTPUTF8" in options else "ascii",
+        )
+
+    def _prime(self, smtp: smtplib.SMTP, then: Submission | None) -> _Primed | None:
+        """The next message's envelope to write behind this final dot, if it can be."""
+        if then is None or not then.recipients or not smtp.has_extn("pipelining"):
+            return None
+        data = normalize_line_endings(then.message)
+        try:
+            envelope = self._envelope(smtp, then.envelope_from, then.recipients, data)
+        except SmtpFailure:
+            return None  # a bad address: the next send() reports it for its own message
+        return _Primed((then.envelope_from, tuple(then.recipients), data), envelope)
 
     def _start_data(
         self,
@@ -415,24 +506,27 @@ class SmtpConnection:
 
         When the server offers PIPELINING (RFC 2920; Exchange Online does) the commands go out
         in one write and their replies are read afterwards: one round trip instead of two
-        plus one per recipient. ``commit`` runs once the first write is on its way.
+        plus one per recipient; when they went out behind the previous message (``_primed``,
+        which send() checked is this message's) only the replies are left to read. ``commit``
+        runs once the commands are on their way.
         """
-        options = self._mail_options(smtp, envelope_from, recipients, data)
-        encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-        mail = " ".join([f"MAIL FROM:{_path(envelope_from, 'mail')}", *options])
-        commands = [mail, *(f"RCPT TO:{_path(r, 'rcpt')}" for r in recipients), "DATA"]
-        rcpt: list[Stage] = ["rcpt"] * len(recipients)
-        stages: list[Stage] = ["mail", *rcpt, "data"]
-        pipelined = smtp.has_extn("pipelining")
+        primed, self._primed = self._primed, None
+        envelope = (
+            primed.envelope
+            if primed is not None
+            else self._envelope(smtp, envelope_from, recipients, data)
+        )
+        commands, stages = envelope.commands, envelope.stages
+        pipelined = primed is not None or smtp.has_extn("pipelining")
         replies: list[SmtpReply] = []
         while len(replies) < len(commands):
             start = len(replies)
             end = len(commands) if pipelined else start + 1
-            payload = "".join(f"{c}\r\n" for c in commands[start:end]).encode(encoding)
             try:
-                self._write(smtp, stages[start], payload)
-                if end - start > 1:
-                    _quick_ack(smtp)
+                if primed is None:
+                    self._write(smtp, stages[start], envelope.wire(start, end))
+                    if end - start > 1:
+                        _quick_ack(smtp)
                 if commit is not None:
                     commit()
                 for stage in stages[start:end]:
@@ -493,7 +587,11 @@ class SmtpConnection:
         )
 
     def _mail_options(
-        self, smtp: smtplib.SMTP, envelope_from: str, recipients: list[str], data: bytes | None
+        self,
+        smtp: smtplib.SMTP,
+        envelope_from: str,
+        recipients: Sequence[str],
+        data: bytes | None,
     ) -> list[str]:
         options: list[str] = []
         if data is not None and smtp.has_extn("size"):

@@ -420,20 +420,62 @@ def dead_port() -> int:
     return port
 
 
+class _Lines:
+    """Lines from a socket, with a way to ask whether the client has already sent more."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._buffer = b""
+
+    def _fill(self, timeout: float | None) -> bool:
+        self._conn.settimeout(timeout)
+        try:
+            chunk = self._conn.recv(65536)
+        except TimeoutError:
+            return False
+        finally:
+            self._conn.settimeout(5)
+        if not chunk:
+            raise ConnectionError("the client hung up")
+        self._buffer += chunk
+        return True
+
+    def readline(self) -> bytes:
+        while b"\n" not in self._buffer:
+            self._fill(5)
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line + b"\n"
+
+    def more_within(self, seconds: float) -> bool:
+        """Whether more input is here already or arrives within ``seconds``."""
+        return bool(self._buffer) or self._fill(seconds)
+
+
 class PipeliningServer:
     """A plain-TCP server that offers PIPELINING and proves the client used it.
 
     After EHLO it answers nothing until the DATA command has arrived, so a client that waits
     for the reply to MAIL FROM before sending RCPT TO would stall (and the test time out):
     only a pipelining client gets a message through. ``replies`` overrides the reply to
-    ``MAIL``, ``RCPT`` or ``DATA``; ``data_reply`` is the reply at the end of the message.
+    ``MAIL``, ``RCPT`` or ``DATA``; ``data_reply`` is the reply at the end of each message (a
+    list: one per message, the last one repeated). With ``hold_dot`` it answers a final dot
+    only when the client's next command has arrived or ``hold_dot`` seconds have passed, and
+    ``dot_followed`` tells, per message, whether the client had sent more before the reply.
+    It serves one connection after another.
     """
 
-    def __init__(self, replies: dict[str, str] | None = None, data_reply: str = "250 2.0.0 OK"):
+    def __init__(
+        self,
+        replies: dict[str, str] | None = None,
+        data_reply: str | list[str] = "250 2.0.0 OK",
+        *,
+        hold_dot: float = 0.0,
+    ):
         self.replies = {"MAIL": "250 2.1.0 Sender OK", "RCPT": "250 2.1.5 Recipient OK"}
         self.replies["DATA"] = "354 Start mail input; end with <CRLF>.<CRLF>"
         self.replies.update(replies or {})
-        self.data_reply = data_reply
+        self.data_replies = [data_reply] if isinstance(data_reply, str) else list(data_reply)
+        self.hold_dot = hold_dot
         self.host = HOST
         self._sock = bound_socket()
         self._sock.listen()
@@ -441,9 +483,12 @@ class PipeliningServer:
         #: Command lines in arrival order, and each message body received.
         self.commands: list[str] = []
         self.bodies: list[bytes] = []
+        #: Per message body: whether the client's next command came before the dot's reply.
+        self.dot_followed: list[bool] = []
+        #: Connections accepted.
+        self.connections = 0
         #: Set once a DATA command arrived (before any reply to the group was sent).
         self.envelope_arrived = threading.Event()
-        self.stalled = False
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def start(self) -> PipeliningServer:
@@ -451,27 +496,33 @@ class PipeliningServer:
         return self
 
     def stop(self) -> None:
+        # shutdown() wakes the accept() the serving thread blocks in; close() alone does not.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._thread.join(5)
 
     def _serve(self) -> None:
-        try:
-            conn, _ = self._sock.accept()
-        except OSError:
-            return
-        with conn, conn.makefile("rb") as reader:
-            conn.settimeout(5)
-            conn.sendall(b"220 pipelining.konvergo.test ESMTP\r\n")
-            with contextlib.suppress(OSError):  # the client hung up or stalled
-                self._session(conn, reader)
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.settimeout(5)
+                with contextlib.suppress(OSError):  # the client hung up or stalled
+                    conn.sendall(b"220 pipelining.konvergo.test ESMTP\r\n")
+                    self._session(conn, _Lines(conn))
 
-    def _session(self, conn: socket.socket, reader: Any) -> None:
+    def _dot_reply(self) -> str:
+        index = min(len(self.bodies) - 1, len(self.data_replies) - 1)
+        return self.data_replies[index]
+
+    def _session(self, conn: socket.socket, reader: _Lines) -> None:
         group: list[str] = []
         while True:
-            line = reader.readline()
-            if not line:
-                return
-            command = line.decode().rstrip("\r\n")
+            command = reader.readline().decode().rstrip("\r\n")
             self.commands.append(command)
             verb = command.split(" ", 1)[0].split(":", 1)[0].upper()
             if verb == "EHLO":
@@ -489,12 +540,12 @@ class PipeliningServer:
                 if answers[-1].startswith("354"):
                     body = bytearray()
                     while not body.endswith(b"\r\n.\r\n") and body != b".\r\n":
-                        chunk = reader.readline()
-                        if not chunk:
-                            return
-                        body += chunk
+                        body += reader.readline()
                     self.bodies.append(bytes(body))
-                    conn.sendall(f"{self.data_reply}\r\n".encode())
+                    self.dot_followed.append(
+                        reader.more_within(self.hold_dot) if self.hold_dot else False
+                    )
+                    conn.sendall(f"{self._dot_reply()}\r\n".encode())
             elif verb == "QUIT":
                 conn.sendall(b"221 2.0.0 Bye\r\n")
                 return

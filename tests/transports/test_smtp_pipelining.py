@@ -1,7 +1,8 @@
 """PIPELINING (RFC 2920) and the commit hook of ``SmtpConnection.send``, on a scripted server.
 
 The server answers nothing until the whole envelope (MAIL, RCPT, DATA) has arrived, so every
-test that gets a message through proves the client pipelined it.
+test that gets a message through proves the client pipelined it. With ``hold_dot`` it also
+notes whether the next envelope came right behind a final dot (``send(then=...)``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from konvergo.transports.smtp import SmtpConnection, SmtpFailure, SmtpSettings
+from konvergo.transports.smtp import SmtpConnection, SmtpFailure, SmtpSettings, Submission
 from tests.transports.smtp_servers import PipeliningServer, dead_port
 
 SENDER = "alice@konvergo.test"
@@ -144,3 +145,89 @@ def test_sends_a_quoted_local_part_with_a_space(start: type[PipeliningServer]) -
     assert server.commands[1].startswith('MAIL FROM:<"john doe"@example.test>')
     assert server.commands[2] == 'RCPT TO:<"mary ann"@example.test>'
     assert len(server.bodies) == 1
+
+
+SECOND = b"From: alice@konvergo.test\r\nSubject: Again\r\n\r\nHello again\r\n"
+THIRD = b"From: alice@konvergo.test\r\nSubject: Other\r\n\r\nSomething else\r\n"
+
+
+def test_sends_the_next_envelope_right_behind_the_final_dot(
+    start: type[PipeliningServer],
+) -> None:
+    """With ``then`` the next MAIL, RCPT and DATA travel with the final dot, on one connection."""
+    server = start(hold_dot=2.0)
+    with connection_to(server.port) as connection:
+        first = connection.send(SENDER, TO, MESSAGE, then=Submission(SENDER, TO[:1], SECOND))
+        second = connection.send(SENDER, TO[:1], SECOND)
+    assert (first.accepted, second.accepted) == (TO, TO[:1])
+    assert server.dot_followed == [True, False]
+    assert server.bodies == [MESSAGE + b".\r\n", SECOND + b".\r\n"]
+    assert server.commands[5] == f"MAIL FROM:<{SENDER}> SIZE={len(SECOND)}"
+    assert server.connections == 1
+
+
+def test_records_the_previous_outcome_before_the_announced_message_is_completed(
+    start: type[PipeliningServer],
+) -> None:
+    """``before_commit`` still runs before the final dot when the envelope went out early."""
+    server = start(hold_dot=2.0)
+    seen: list[int] = []
+    with connection_to(server.port) as connection:
+        connection.send(SENDER, TO, MESSAGE, then=Submission(SENDER, TO, SECOND))
+        connection.send(SENDER, TO, SECOND, before_commit=lambda: seen.append(len(server.bodies)))
+    assert seen == [1]
+    assert len(server.bodies) == 2
+
+
+def test_a_refused_message_leaves_the_announced_one_to_be_sent(
+    start: type[PipeliningServer],
+) -> None:
+    """A refusal at the end of DATA fails that message only; the next goes out on the session."""
+    server = start(data_reply=["554 5.2.0 STOREDRV.Submission.Exception", "250 2.0.0 OK"])
+    connection = connection_to(server.port)
+    with pytest.raises(SmtpFailure) as caught:
+        connection.send(SENDER, TO, MESSAGE, then=Submission(SENDER, TO, SECOND))
+    assert (caught.value.stage, caught.value.reply_code) == ("data", 554)
+    assert connection.send(SENDER, TO, SECOND).reply.code == 250
+    assert server.connections == 1
+    connection.close()
+
+
+def test_sending_another_message_than_announced_starts_afresh_and_sends_nothing_empty(
+    start: type[PipeliningServer],
+) -> None:
+    """The announced transaction is abandoned by hanging up: no empty message is delivered."""
+    server = start()
+    with connection_to(server.port) as connection:
+        connection.send(SENDER, TO, MESSAGE, then=Submission(SENDER, TO, SECOND))
+        connection.send(SENDER, TO, THIRD)
+    assert server.bodies == [MESSAGE + b".\r\n", THIRD + b".\r\n"]
+    assert server.connections == 2
+
+
+def test_closing_after_an_announced_envelope_hangs_up_without_quit(
+    start: type[PipeliningServer],
+) -> None:
+    """QUIT would become message content after a 354: close() hangs up instead."""
+    server = start()
+    connection = connection_to(server.port)
+    connection.send(SENDER, TO, MESSAGE, then=Submission(SENDER, TO, SECOND))
+    connection.close()
+    server.stop()
+    assert "QUIT" not in [command.upper() for command in server.commands]
+    assert server.bodies == [MESSAGE + b".\r\n"]
+
+
+def test_a_next_message_that_cannot_be_announced_fails_on_its_own(
+    start: type[PipeliningServer],
+) -> None:
+    """A bad address in ``then`` does not fail the current message; its own send reports it."""
+    server = start(hold_dot=0.3)
+    bad = "a@b.test>\r\nRCPT TO:<x@y.test"
+    with connection_to(server.port) as connection:
+        connection.send(SENDER, TO, MESSAGE, then=Submission(bad, TO, SECOND))
+        with pytest.raises(SmtpFailure) as caught:
+            connection.send(bad, TO, SECOND)
+    assert caught.value.failure_class == "permanent"
+    assert server.dot_followed == [False]
+    assert not any("x@y.test" in command for command in server.commands)
