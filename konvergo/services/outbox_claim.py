@@ -5,8 +5,11 @@ one transaction, and commits before any SMTP command: no database lock is held w
 is talked to. PostgreSQL workers skip rows another worker has locked (``FOR UPDATE SKIP
 LOCKED``); SQLite has a single writer (IMMEDIATE transactions), which serialises claims.
 
-A row still ``sending`` after its lease ran out belongs to a dead worker and is claimed again
-(its possibly-sent message is re-sent: at most one per dead session, the one in flight).
+A row still ``sending`` after its lease ran out belongs to a dead worker: the worker's
+housekeeping puts it back in the queue (:func:`requeue_expired`; its possibly-sent message is
+re-sent: at most one per dead session, the one in flight). Claims themselves only look at
+queued rows, in the order of the ``outbox_claim`` index, so a claim reads the rows it takes
+and nothing else, however much sent history the server has.
 
 Each outcome is committed on its own as soon as the server has answered, so a crash never
 loses more than the message in flight. Every outcome update is conditional on ``claimed_by``:
@@ -27,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.db.models import Count, F, Min, Q
+from django.db.models import Count, F, Min, Q, QuerySet
 from django.utils import timezone
 
 from konvergo.services.outbox_limits import OUTCOMES, POLICY, OutboxPolicy, Verdict, backoff_seconds
@@ -76,16 +79,14 @@ class ClaimResult:
 
 
 def _due(now: dt.datetime) -> Q:
-    return Q(state=State.QUEUED, next_attempt_at__lte=now) | Q(
-        state=State.SENDING, lease_until__lt=now
-    )
+    return Q(state=State.QUEUED, next_attempt_at__lte=now)
 
 
 _TABLE = OutboxItem._meta.db_table
 
 
 def due_servers(now: dt.datetime | None = None) -> dict[int, int]:
-    """Servers with due mail (queued and due, or a dead worker's lease), and how much."""
+    """Servers with mail queued and due, and how much."""
     now = now or timezone.now()
     rows = (
         OutboxItem.objects.filter(_due(now), server__isnull=False)
@@ -129,16 +130,14 @@ def _rate_budget(
     return 0, wait
 
 
-# One statement claims the rows, counts the attempt of rows reclaimed from a dead worker (a
-# message that kills its worker every time must end as failed, not loop forever) and returns
-# what the session needs, bytes included: no second query, no model instances.
+# One statement claims the rows and returns what the session needs, bytes included: no second
+# query, no model instances. Oldest due first, in the ``outbox_claim`` index's own order
+# (server, state, next_attempt_at, then id), so no sort and no visit of rows not taken.
 _CLAIM_SQL = (
     f"UPDATE {_TABLE} SET "  # noqa: S608  (our own table name; values are parameters)
-    "attempts = CASE WHEN state = %s THEN attempts + 1 ELSE attempts END, "
     "state = %s, claimed_by = %s, lease_until = %s "
-    f"WHERE id IN (SELECT id FROM {_TABLE} WHERE server_id = %s AND "
-    "((state = %s AND next_attempt_at <= %s) OR (state = %s AND lease_until < %s)) "
-    "ORDER BY id LIMIT %s{lock}) "
+    f"WHERE id IN (SELECT id FROM {_TABLE} WHERE server_id = %s AND state = %s "
+    "AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s{lock}) "
     "RETURNING id, envelope_from, recipients, raw, attempts, message_id"
 )
 
@@ -150,8 +149,7 @@ def _claim_rows(
     sql = _CLAIM_SQL.format(lock=" FOR UPDATE SKIP LOCKED" if pg else "")
     ops = connection.ops
     at, until = ops.adapt_datetimefield_value(now), ops.adapt_datetimefield_value(lease_until)
-    sending, queued = State.SENDING.value, State.QUEUED.value
-    params = [sending, sending, worker, until, server_id, queued, at, sending, at, count]
+    params = [State.SENDING.value, worker, until, server_id, State.QUEUED.value, at, count]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -195,22 +193,56 @@ def claim(
     return ClaimResult(items, wait)
 
 
-def reclaim_slot(server_id: int, slot: int) -> int:
+def reclaim_slot(server_id: int, slot: int, policy: OutboxPolicy | None = None) -> int:
     """Re-queue rows left ``sending`` by the previous holder of a session slot.
 
     Called right after taking the slot: slots are exclusive across workers and vanish with the
     process that held them, so whoever had this slot before is gone (or finished, and then it
     left no ``sending`` rows). Its in-flight row is re-queued at once instead of waiting for the
-    lease; the attempt counts (a message that kills its worker must end as failed).
+    lease.
     """
-    return OutboxItem.objects.filter(
+    rows = OutboxItem.objects.filter(
         server_id=server_id, state=State.SENDING, claimed_by__endswith=slot_suffix(server_id, slot)
-    ).update(
-        state=State.QUEUED,
+    )
+    return _requeue_lost(rows, policy)
+
+
+def requeue_expired(policy: OutboxPolicy | None = None) -> int:
+    """Re-queue rows whose lease ran out: their worker died, or hangs, mid-send.
+
+    A worker that is only slow renews its leases; if it comes back after all, its outcome
+    update finds the row no longer its own and changes nothing.
+    """
+    rows = OutboxItem.objects.filter(state=State.SENDING, lease_until__lt=timezone.now())
+    return _requeue_lost(rows, policy)
+
+
+def _requeue_lost(rows: QuerySet[OutboxItem], policy: OutboxPolicy | None) -> int:
+    """Put ``rows`` (``sending``, their worker gone) back in the queue, counting the attempt.
+
+    The attempt counts because the message may have been what killed the worker: after
+    ``max_attempts`` such losses it fails instead of taking down every worker in turn.
+    """
+    p = policy or POLICY
+    now = timezone.now()
+    requeued = rows.filter(attempts__lt=p.max_attempts - 1).update(
+        state=State.QUEUED, attempts=F("attempts") + 1, next_attempt_at=now, lease_until=None
+    )
+    failed = rows.update(
+        state=State.FAILED,
         attempts=F("attempts") + 1,
-        next_attempt_at=timezone.now(),
+        failure_class=OutboxItem.FailureClass.TEMPORARY,
+        last_reply=(
+            f"The worker sending this message stopped before the server answered, "
+            f"{p.max_attempts} times: the message may be what stops it."
+        ),
+        last_fix=(
+            "Look at the worker's log for the crash at this message's sending time; Retry "
+            "once it is fixed. The recipient may already have one copy."
+        ),
         lease_until=None,
     )
+    return int(requeued + failed)
 
 
 def sending_slots() -> set[tuple[int, int]]:

@@ -148,6 +148,9 @@ class Dispatcher:
             self._housekept = self._scanned
             self._hold_orphans()
             self._reclaim_dead_sessions()
+            requeued = store.requeue_expired(self.policy)
+            if requeued:
+                log.warning("re-queued %d message(s) whose lease ran out", requeued)
         now = timezone.now()
         due = {
             sid: n
@@ -282,7 +285,7 @@ class Dispatcher:
         for server_id, slot in store.sending_slots():
             if self.slots.try_slot(server_id, slot):
                 try:
-                    count = store.reclaim_slot(server_id, slot)
+                    count = store.reclaim_slot(server_id, slot, self.policy)
                     log.warning(
                         "re-queued %d message(s) of a dead session of server %s", count, server_id
                     )
@@ -294,7 +297,7 @@ class Dispatcher:
         worker = f"{self.name}{store.slot_suffix(server_id, slot)}"
         connection: SmtpConnection | None = None
         try:
-            reclaimed = store.reclaim_slot(server_id, slot)
+            reclaimed = store.reclaim_slot(server_id, slot, self.policy)
             if reclaimed:
                 log.warning(
                     "re-queued %d message(s) of a dead session of server %s", reclaimed, server_id

@@ -182,6 +182,25 @@ def test_expired_lease_of_a_dead_worker_is_reclaimed_and_sent(setup, dispatcher)
     assert len(sink.messages) == 1
 
 
+def test_a_message_lost_with_its_worker_too_often_fails_with_the_reason(
+    setup, dispatcher
+) -> None:
+    """A row whose worker died mid-send ``max_attempts`` times fails instead of going out again."""
+    sink, _ = setup
+    [item] = queue()
+    OutboxItem.objects.filter(pk=item.pk).update(
+        state="sending",
+        claimed_by="gone-host:4242/99.0",
+        lease_until=timezone.now() - dt.timedelta(seconds=1),
+        attempts=outbox.POLICY.max_attempts - 1,
+    )
+    dispatcher.drain()
+    item.refresh_from_db()
+    assert (item.state, item.attempts) == ("failed", outbox.POLICY.max_attempts)
+    assert "stopped before the server answered" in item.last_reply
+    assert item.last_fix and sink.messages == []
+
+
 def test_a_live_lease_is_left_alone(setup, dispatcher) -> None:
     """A row another live worker is sending (slot held, lease valid) is not sent twice."""
     sink, _ = setup
