@@ -49,6 +49,9 @@ from konvergo.services.intake_parse import (
     ParserPool,
     PendingBatch,
     parse_fetched,
+    shared_parser,
+    start_shared_parser,
+    stop_shared_parser,
 )
 from konvergo.services.intake_store import BatchOutcome, store_batch
 from konvergo.store.models import FolderState, IncomingServer
@@ -463,7 +466,9 @@ class Fetcher:
         # mail (~0.15 ms per 10 KB message) costs less than starting those processes and
         # pickling messages to them and back. Decided by size, not by timing, so a slow
         # machine (or tracemalloc in a test) does not change the path.
-        pool: ParserPool | None = None
+        # ``konvergo worker`` keeps a parser process running: every batch goes there.
+        shared = shared_parser()
+        pool: ParserPool | None = shared
         try:
             pending: PendingBatch | None = None
             for batch in batches:
@@ -481,7 +486,7 @@ class Fetcher:
             if pending is not None:
                 self._store(conn, folder, status, pending.result())
         finally:
-            if pool is not None:
+            if pool is not None and pool is not shared:
                 pool.close()
 
     def _store(
@@ -666,6 +671,10 @@ def _due(server: IncomingServer, now: dt.datetime) -> bool:
     if server.last_fetch_at is None:
         return True
     return server.last_fetch_at + dt.timedelta(seconds=server.poll_interval) <= now
+
+
+# A worker fetches all day: its parser process is started with it, not by the first fetch.
+worker.on_start(start_shared_parser, stop_shared_parser)
 
 
 @worker.register("intake", interval=JOB_INTERVAL)

@@ -1,19 +1,29 @@
-"""Parsing fetched messages, in this process or in a pool of parser processes.
+"""Parsing fetched messages, in this process or in parser processes.
 
-Everyday mail parses in about 0.15 ms per 10 KB message, in this process; large MIME messages
-(attachments) cost far more, and on a first fetch of a large mailbox of those, parsing in
-other processes while this one stores pays for starting them. This module imports
-no Django, so ``spawn``-ed parser processes start in a fraction of a second and never touch
-(or inherit) a database connection.
+Everyday mail parses in about 0.15 ms per 10 KB message; the fetching process also reads
+and stores, and all of that shares one interpreter lock. ``konvergo worker`` therefore starts
+one long-lived parser process (:func:`start_shared_parser`) and its fetches hand every batch
+to it: batch N+1 is parsed there while batch N is stored here. Elsewhere (Fetch Now in the
+web process) parsing stays in process, except that large MIME messages (attachments) cost
+far more, and on a first fetch of a large mailbox of those a pool of parser processes pays
+for starting. This module imports no Django, so ``spawn``-ed parser processes start in a
+fraction of a second and never touch (or inherit) a database connection.
+
+A parser process that dies (the kernel's OOM killer, a crash in a C library) costs no mail:
+the batches it held are parsed in process and the shared parser is started again.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from konvergo.mailparse import ParsedMessage, UnparseableMessage, parse
@@ -57,6 +67,23 @@ def parse_raws(raws: Sequence[bytes]) -> list[tuple[ParsedMessage | None, str]]:
     return [_parse_one(raw) for raw in raws]
 
 
+def _exit_with_parent() -> None:
+    """In a parser process: exit when the process that started it is gone.
+
+    A worker killed with SIGKILL cannot stop its parser processes, and they would wait for
+    work forever (each holds its own end of the work queue, so it never reads end-of-file).
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class ParserPool:
     """Parser processes; ``submit(batch)`` returns a handle whose ``result()`` is the
     parsed batch, so the caller stores one batch while the next is being parsed."""
@@ -64,16 +91,33 @@ class ParserPool:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn")
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
         )
+        self.broken = False
+
+    def pids(self) -> set[int]:
+        """The process ids of the parser processes started so far."""
+        processes = self._pool._processes.values()  # not public: for tests and logs
+        return {process.pid for process in processes if process.pid is not None}
+
+    def warm_up(self) -> None:
+        """Start every process now (they would otherwise start on the first batch)."""
+        for _ in self._pool.map(parse_raws, [[b"Subject: warm-up\r\n\r\n"]] * self.workers):
+            pass
 
     def submit(self, batch: Sequence[FetchedMessage]) -> PendingBatch:
         step = max(1, -(-len(batch) // self.workers))
-        futures = [
-            self._pool.submit(parse_raws, [m.raw for m in batch[i : i + step]])
-            for i in range(0, len(batch), step)
-        ]
-        return PendingBatch(list(batch), futures)
+        try:
+            futures = [
+                self._pool.submit(parse_raws, [m.raw for m in batch[i : i + step]])
+                for i in range(0, len(batch), step)
+            ]
+        except BrokenProcessPool:
+            self.broken = True
+            futures = []  # result() parses the batch in this process
+        return PendingBatch(list(batch), futures, self)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -83,7 +127,50 @@ class ParserPool:
 class PendingBatch:
     batch: list[FetchedMessage]
     futures: list[Future[list[tuple[ParsedMessage | None, str]]]]
+    pool: ParserPool | None = None
 
     def result(self) -> list[Parsed]:
-        results = [r for f in self.futures for r in f.result()]
+        try:
+            if not self.futures:
+                raise BrokenProcessPool("the parser process was gone before the batch came")
+            results = [r for f in self.futures for r in f.result()]
+        except BrokenProcessPool:
+            log.warning("a parser process died; parsing its batch in this process")
+            if self.pool is not None:
+                self.pool.broken = True
+            return [parse_fetched(m) for m in self.batch]
         return [Parsed(m, p, reason) for m, (p, reason) in zip(self.batch, results, strict=True)]
+
+
+_shared: ParserPool | None = None
+_shared_lock = threading.Lock()
+
+
+def start_shared_parser() -> ParserPool:
+    """Start (or return) this process's long-lived parser process; ``konvergo worker`` calls
+    this at start so that no fetch waits for it."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared.broken:
+            if _shared is not None:
+                _shared.close()
+            else:
+                atexit.register(stop_shared_parser)
+            _shared = ParserPool(workers=1)
+            _shared.warm_up()
+        return _shared
+
+
+def shared_parser() -> ParserPool | None:
+    """The running shared parser (restarted if it died), or None when none was started."""
+    if _shared is None:
+        return None
+    return start_shared_parser() if _shared.broken else _shared
+
+
+def stop_shared_parser() -> None:
+    global _shared
+    with _shared_lock:
+        pool, _shared = _shared, None
+    if pool is not None:
+        pool.close()

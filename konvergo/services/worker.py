@@ -48,6 +48,16 @@ def register(name: str, interval: float) -> Callable[[Callable[[], int]], Callab
     return wrap
 
 
+#: What modules start with the worker loop and stop after it: ``(start, stop)`` pairs.
+LIFECYCLE: list[tuple[Callable[[], object], Callable[[], object]]] = []
+
+
+def on_start(start: Callable[[], object], stop: Callable[[], object]) -> None:
+    """Run ``start`` when a worker loop starts and ``stop`` when it ends."""
+    if (start, stop) not in LIFECYCLE:
+        LIFECYCLE.append((start, stop))
+
+
 def load_jobs() -> dict[str, Job]:
     for module in JOB_MODULES:
         try:
@@ -84,7 +94,18 @@ def run_forever(idle_sleep: float = 1.0, stop: threading.Event | None = None) ->
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     log.info("worker started with jobs: %s", ", ".join(load_jobs()) or "(none)")
-    while not stop.is_set():
-        if run_once() == 0:
-            stop.wait(idle_sleep)
+    started: list[Callable[[], object]] = []
+    try:
+        for start, finish in LIFECYCLE:
+            try:
+                start()
+                started.append(finish)
+            except Exception:  # e.g. no process can be spawned: the job works without it
+                log.exception("could not start %s", getattr(start, "__name__", start))
+        while not stop.is_set():
+            if run_once() == 0:
+                stop.wait(idle_sleep)
+    finally:
+        for finish in reversed(started):
+            finish()
     log.info("worker stopped")

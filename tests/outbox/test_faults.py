@@ -182,9 +182,7 @@ def test_expired_lease_of_a_dead_worker_is_reclaimed_and_sent(setup, dispatcher)
     assert len(sink.messages) == 1
 
 
-def test_a_message_lost_with_its_worker_too_often_fails_with_the_reason(
-    setup, dispatcher
-) -> None:
+def test_a_message_lost_with_its_worker_too_often_fails_with_the_reason(setup, dispatcher) -> None:
     """A row whose worker died mid-send ``max_attempts`` times fails instead of going out again."""
     sink, _ = setup
     [item] = queue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import IO, Any, cast
 
@@ -9,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from konvergo.services import intake
+from konvergo.services import intake, intake_parse
 from konvergo.store.models import IncomingServer
 
 
@@ -41,6 +42,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         server = find_server(options["server"])
         console = Console(file=cast(IO[str], self.stdout))  # OutputWrapper writes like a file
+        # A first fetch can be a whole mailbox: parse in a parser process, as the worker does,
+        # while this one reads and stores. It stops when the command exits.
+        try:
+            intake_parse.start_shared_parser()
+        except Exception:  # no process could be started: parsing stays in this process
+            logging.getLogger("konvergo.intake").exception("no parser process")
         if options["watch"]:
             stop = threading.Event()
             console.print(f"Watching {server.name}; Ctrl-C stops.")
