@@ -79,7 +79,11 @@ class Maildrop:
             with self._lock:
                 n = next(self._counter)
             # A zero-padded counter in the name keeps the files' sort order = delivery order.
-            base = f"{int(now)}.M{n:09d}P{os.getpid()}.{self._host},S={len(data)}"
+            # S= and W= (the size with CRLF line ends, RFC822.SIZE) as Dovecot's own delivery
+            # writes them: Dovecot then answers RFC822.SIZE without reading every file, as
+            # Exchange answers it from a stored property.
+            virtual = len(data) + data.count(b"\n")
+            base = f"{int(now)}.M{n:09d}P{os.getpid()}.{self._host},S={len(data)},W={virtual}"
             tmp = path / "tmp" / base
             tmp.write_bytes(data)
             self._chown(tmp)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import ssl
+import threading
+import time
 
 from konvergo.config import get_config
 from konvergo.errors import ConfigurationError
@@ -42,4 +44,40 @@ def client_context(cafile: str | os.PathLike[str] | None = None) -> ssl.SSLConte
                 f"CA certificates ({exc}); fix or unset it.",
                 setting=origin,
             ) from exc
+    return context
+
+
+#: (CA files with their mtimes) -> (created, context); one entry, rebuilt every _CONTEXT_TTL.
+_CONTEXTS: dict[tuple[tuple[str, float] | None, ...], tuple[float, ssl.SSLContext]] = {}
+_CONTEXTS_LOCK = threading.Lock()
+_CONTEXT_TTL = 600.0
+
+
+def _stamp(path: str | os.PathLike[str] | None) -> tuple[str, float] | None:
+    return None if path is None else (os.fspath(path), os.stat(path).st_mtime)
+
+
+def shared_client_context(cafile: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """:func:`client_context`, reused while the CA files are unchanged (10 minutes at most).
+
+    Building a context loads the whole system CA store (~40 ms of CPU): more than the TLS
+    handshake itself, paid by every SMTP session and IMAP connection. A context is safe to
+    share between connections and threads as long as nobody changes it, and nobody does:
+    the transports only wrap sockets with it. A changed CA file (rotation) is picked up at
+    once through its modification time; the system store within ten minutes.
+    """
+    try:
+        key = (_stamp(get_config().ca_bundle), _stamp(cafile))
+    except OSError:
+        return client_context(cafile)  # raises the configuration error that explains it
+    now = time.monotonic()
+    with _CONTEXTS_LOCK:
+        known = _CONTEXTS.get(key)
+        if known is not None and now - known[0] < _CONTEXT_TTL:
+            return known[1]
+    context = client_context(cafile)
+    with _CONTEXTS_LOCK:
+        if len(_CONTEXTS) >= 8:  # tests use many CA files; production one
+            _CONTEXTS.clear()
+        _CONTEXTS[key] = (now, context)
     return context

@@ -17,7 +17,6 @@ import collections
 import contextlib
 import datetime as dt
 import imaplib
-import os
 import re
 import select as select_module
 import socket
@@ -28,9 +27,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from konvergo.config import get_config
 from konvergo.errors import ConfigurationError
-from konvergo.security.tls import client_context
+from konvergo.security.tls import shared_client_context
 from konvergo.services.parameters import is_loopback
 from konvergo.transports.auth import Credentials, PasswordAuth, XOAuth2Auth
 from konvergo.transports.imap_errors import (
@@ -196,7 +194,7 @@ class ImapConnection:
     def open(self) -> None:
         """Connect, secure the channel, authenticate and read the capabilities."""
         s = self.settings
-        context = _tls_context()
+        context = shared_client_context()
         try:
             self._imap = _Client(s.host, s.port, s.timeout, context if s.ssl else None)
         except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
@@ -486,33 +484,6 @@ class ImapConnection:
         if isinstance(exc, imaplib.IMAP4.error):
             return self._reply_failure(stage, fallback=str(exc))
         return oserror_failure(stage, exc, self.settings.server)
-
-
-#: (CA bundle, its mtime) -> (created, context); one entry, refreshed every _CONTEXT_TTL.
-_CONTEXTS: dict[tuple[str | None, float | None], tuple[float, ssl.SSLContext]] = {}
-_CONTEXT_TTL = 600.0
-
-
-def _tls_context() -> ssl.SSLContext:
-    """``client_context()``, reused while the CA bundle is unchanged (for 10 minutes at most).
-
-    Building a context loads the whole system CA store (~50 ms of CPU), a third of a
-    connection's cost; a context is safe to share between connections and threads.
-    """
-    extra = get_config().ca_bundle
-    try:
-        stamp = os.stat(extra).st_mtime if extra is not None else None
-    except OSError:
-        return client_context()  # raises the configuration error that explains it
-    key = (os.fspath(extra) if extra is not None else None, stamp)
-    now = time.monotonic()
-    known = _CONTEXTS.get(key)
-    if known is not None and now - known[0] < _CONTEXT_TTL:
-        return known[1]
-    context = client_context()
-    _CONTEXTS.clear()
-    _CONTEXTS[key] = (now, context)
-    return context
 
 
 def _untag(line: str) -> str:

@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Literal, NamedTuple, TypeVar
 
 from konvergo.errors import ConfigurationError, KonvergoError
-from konvergo.security.tls import client_context
+from konvergo.security.tls import shared_client_context
 from konvergo.transports.auth import PasswordAuth, XOAuth2Auth
 from konvergo.transports.smtp_errors import (
     STAGE_LABELS,
@@ -639,7 +639,7 @@ class SmtpConnection:
         if self.settings.encryption == "none":
             return None
         try:
-            return client_context(self._cafile)
+            return shared_client_context(self._cafile)
         except ConfigurationError as exc:
             raise SmtpConfigurationError(
                 str(exc), stage="connect", server=self.settings.server

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
 import pytest
+import trustme
+from cryptography import x509
 
 from konvergo.config import reset_config
 from konvergo.errors import ConfigurationError
-from konvergo.security.tls import client_context
+from konvergo.security.tls import client_context, shared_client_context
 
 
 def test_client_context_requires_a_verified_certificate_for_the_host_name() -> None:
@@ -46,3 +49,27 @@ def test_a_ca_bundle_that_is_not_pem_is_a_configuration_error(
     finally:
         monkeypatch.undo()
         reset_config()
+
+
+def _serials(context: ssl.SSLContext) -> set[int]:
+    return {int(str(cert["serialNumber"]), 16) for cert in context.get_ca_certs()}
+
+
+def _serial(ca: trustme.CA) -> int:
+    return int(x509.load_pem_x509_certificate(ca.cert_pem.bytes()).serial_number)
+
+
+def test_connections_share_a_context_until_the_ca_file_changes(tmp_path: Path) -> None:
+    """A rotated CA file is trusted by the very next connection, without a restart."""
+    path = tmp_path / "ca.pem"
+    first, second = trustme.CA(), trustme.CA()
+    first.cert_pem.write_to_path(str(path))
+    context = shared_client_context(path)
+    assert shared_client_context(path) is context  # built once, not per connection
+    assert _serial(first) in _serials(context)
+    second.cert_pem.write_to_path(str(path))
+    later = os.stat(path).st_mtime + 5
+    os.utime(path, (later, later))
+    rotated = shared_client_context(path)
+    assert _serial(second) in _serials(rotated) and _serial(first) not in _serials(rotated)
+    assert rotated.verify_mode == ssl.CERT_REQUIRED and rotated.check_hostname
