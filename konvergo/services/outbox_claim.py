@@ -34,7 +34,7 @@ from django.db.models import Count, F, Min, Q, QuerySet
 from django.utils import timezone
 
 from konvergo.services.outbox_limits import OUTCOMES, POLICY, OutboxPolicy, Verdict, backoff_seconds
-from konvergo.store.models import OutboxItem, OutgoingServer
+from konvergo.store.models import OutboxBody, OutboxItem, OutgoingServer
 
 State = OutboxItem.State
 
@@ -130,16 +130,17 @@ def _rate_budget(
     return 0, wait
 
 
-# One statement claims the rows and returns what the session needs, bytes included: no second
-# query, no model instances. Oldest due first, in the ``outbox_claim`` index's own order
+# One statement claims the rows and returns what the session needs; a second reads their
+# bytes. No model instances. Oldest due first, in the ``outbox_claim`` index's own order
 # (server, state, next_attempt_at, then id), so no sort and no visit of rows not taken.
 _CLAIM_SQL = (
     f"UPDATE {_TABLE} SET "  # noqa: S608  (our own table name; values are parameters)
     "state = %s, claimed_by = %s, lease_until = %s "
     f"WHERE id IN (SELECT id FROM {_TABLE} WHERE server_id = %s AND state = %s "
     "AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s{lock}) "
-    "RETURNING id, envelope_from, recipients, raw, attempts, message_id"
+    "RETURNING id, envelope_from, recipients, attempts, message_id"
 )
+_BODIES_SQL = f"SELECT item_id, raw FROM {OutboxBody._meta.db_table} WHERE item_id IN ({{}})"  # noqa: S608
 
 
 def _claim_rows(
@@ -153,17 +154,21 @@ def _claim_rows(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
+        if not rows:
+            return []
+        cursor.execute(_BODIES_SQL.format(", ".join(["%s"] * len(rows))), [r[0] for r in rows])
+        bodies = {pk: raw if isinstance(raw, bytes) else bytes(raw) for pk, raw in cursor}
     rows.sort(key=lambda row: row[0])  # RETURNING gives no order; send oldest first
     return [
         Claimed(
             pk,
             env,
             json.loads(rcpts) if isinstance(rcpts, str | bytes) else list(rcpts),
-            raw if isinstance(raw, bytes) else bytes(raw),
+            bodies[pk],
             attempts,
             mid,
         )
-        for pk, env, rcpts, raw, attempts, mid in rows
+        for pk, env, rcpts, attempts, mid in rows
     ]
 
 

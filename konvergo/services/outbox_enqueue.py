@@ -40,7 +40,13 @@ from konvergo.services.routing import (
     normalize_domain,
     parse_address,
 )
-from konvergo.store.models import MailSettings, OutboxItem, OutgoingServer, SystemParameter
+from konvergo.store.models import (
+    MailSettings,
+    OutboxBody,
+    OutboxItem,
+    OutgoingServer,
+    SystemParameter,
+)
 
 #: policy.default with CRLF: the bytes go on the wire as they are.
 WIRE_POLICY = policy.default.clone(linesep="\r\n")
@@ -568,6 +574,17 @@ def _insert(rows: list[dict[str, Any]]) -> list[OutboxItem]:
                     connection.alias, _NAMES, [pk, *(row.get(n, _DEFAULTS[n]) for n in attnames)]
                 )
                 items.append(item)
+        cursor.executemany(
+            f"INSERT INTO {_BODY_TABLE} (item_id, raw) VALUES (%s, %s)",  # noqa: S608
+            [(item.pk, row["raw"]) for item, row in zip(items, rows, strict=True)],
+        )
+    return _with_bytes(items, rows)
+
+
+def _with_bytes(items: list[OutboxItem], rows: list[dict[str, Any]]) -> list[OutboxItem]:
+    """The new rows, each already holding its bytes (no query to read them back)."""
+    for item, row in zip(items, rows, strict=True):
+        item.__dict__["_raw"] = row["raw"]
     return items
 
 
@@ -600,11 +617,15 @@ def _copy(rows: list[dict[str, Any]]) -> list[OutboxItem]:
                 for i in positions:
                     row[i] = json.dumps(row[i])
                 copy.write_row(row)
+        with cursor.cursor.copy(f"COPY {_BODY_TABLE} (item_id, raw) FROM STDIN") as copy:
+            for pk, mail in zip(ids, rows, strict=True):
+                copy.write_row((pk, mail["raw"]))
         items = [OutboxItem.from_db(connection.alias, _NAMES, value) for value in values]
-    return items
+    return _with_bytes(items, rows)
 
 
 _NAMES = [f.attname for f in OutboxItem._meta.concrete_fields]
+_BODY_TABLE = OutboxBody._meta.db_table
 _DEFAULTS: dict[str, Any] = {
     f.attname: (f.get_default() if f.has_default() else None) for f in _COLUMNS
 }

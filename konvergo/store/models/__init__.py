@@ -9,7 +9,7 @@ from konvergo.store.models.inbox import (
     ThreadParticipant,
 )
 from konvergo.store.models.oauth import ConsentLink, OAuthGrant, OAuthState
-from konvergo.store.models.outbox import ApiKey, OutboxItem
+from konvergo.store.models.outbox import ApiKey, OutboxBody, OutboxItem
 from konvergo.store.models.servers import FolderState, IncomingServer, OutgoingServer
 from konvergo.store.models.settings import MailSettings, SystemParameter
 from konvergo.store.models.users import User
@@ -25,6 +25,7 @@ __all__ = [
     "Message",
     "OAuthGrant",
     "OAuthState",
+    "OutboxBody",
     "OutboxItem",
     "OutgoingServer",
     "QuarantinedMessage",

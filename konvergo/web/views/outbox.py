@@ -19,7 +19,7 @@ PAGE = 100
 
 
 def _visible(request: HttpRequest):  # type: ignore[no-untyped-def]
-    items = OutboxItem.objects.select_related("server").defer("raw")
+    items = OutboxItem.objects.select_related("server")
     return items if is_admin(request.user) else items.filter(created_by_id=request.user.pk)
 
 

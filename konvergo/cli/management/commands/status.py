@@ -63,11 +63,7 @@ class Command(BaseCommand):
             "Outbox: "
             + ", ".join(f"{state} {counts.get(state, 0)}" for state in OutboxItem.State.values)
         )
-        stuck = (
-            OutboxItem.objects.filter(state__in=["held", "failed"])
-            .defer("raw")
-            .order_by("-id")[:10]
-        )
+        stuck = OutboxItem.objects.filter(state__in=["held", "failed"]).order_by("-id")[:10]
         if stuck:
             table = Table(title="Held and failed mail (latest 10)")
             for column in ("#", "state", "to", "reply", "fix"):
