@@ -89,13 +89,16 @@ class OutboxItem(models.Model):
         self.__dict__["_raw_changed"] = True
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        """Save the row, and its bytes when they were set or changed."""
-        with transaction.atomic(using=kwargs.get("using")):
+        """Save the row, and its bytes when they were set or changed (together or not at all)."""
+        adding = self._state.adding
+        with transaction.atomic(using=kwargs.get("using"), savepoint=False):
             super().save(*args, **kwargs)
             if self.__dict__.pop("_raw_changed", False):
-                OutboxBody.objects.update_or_create(
-                    item_id=self.pk, defaults={"raw": self.__dict__["_raw"]}
-                )
+                raw = self.__dict__["_raw"]
+                if adding:
+                    OutboxBody(item_id=self.pk, raw=raw).save(force_insert=True)
+                else:
+                    OutboxBody.objects.filter(item_id=self.pk).update(raw=raw)
 
 
 class OutboxBody(models.Model):
