@@ -489,6 +489,8 @@ class PipeliningServer:
         self.connections = 0
         #: Set once a DATA command arrived (before any reply to the group was sent).
         self.envelope_arrived = threading.Event()
+        #: Set while a message's content is arriving and its final dot has not.
+        self.content_arriving = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def start(self) -> PipeliningServer:
@@ -541,6 +543,8 @@ class PipeliningServer:
                     body = bytearray()
                     while not body.endswith(b"\r\n.\r\n") and body != b".\r\n":
                         body += reader.readline()
+                        self.content_arriving.set()
+                    self.content_arriving.clear()
                     self.bodies.append(bytes(body))
                     self.dot_followed.append(
                         reader.more_within(self.hold_dot) if self.hold_dot else False

@@ -179,6 +179,24 @@ def test_records_the_previous_outcome_before_the_announced_message_is_completed(
     assert len(server.bodies) == 2
 
 
+def test_the_announced_message_travels_while_the_previous_outcome_is_recorded(
+    start: type[PipeliningServer],
+) -> None:
+    """After an early envelope, the content goes out before ``before_commit`` and the final
+    dot after it: the server reads the message while the database works."""
+    server = start()
+    seen: list[tuple[bool, int]] = []
+
+    def before_commit() -> None:
+        seen.append((server.content_arriving.wait(3), len(server.bodies)))
+
+    with connection_to(server.port) as connection:
+        connection.send(SENDER, TO, MESSAGE, then=Submission(SENDER, TO, SECOND))
+        connection.send(SENDER, TO, SECOND, before_commit=before_commit)
+    assert seen == [(True, 1)]
+    assert server.bodies == [MESSAGE + b".\r\n", SECOND + b".\r\n"]
+
+
 def test_a_refused_message_leaves_the_announced_one_to_be_sent(
     start: type[PipeliningServer],
 ) -> None:
