@@ -29,8 +29,14 @@ class OutboxItem(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     purpose = models.CharField(max_length=16, default="transactional")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Indexed only where set (see Meta): mail queued by programs has no user, and PostgreSQL
+    # would otherwise add an entry for NULL on every state change of every row.
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_index=False,
     )
     # No index of its own: outbox_claim and outbox_rate start with it (one index fewer to
     # update for every state change on PostgreSQL).
@@ -38,7 +44,9 @@ class OutboxItem(models.Model):
         "store.OutgoingServer", null=True, blank=True, on_delete=models.SET_NULL, db_index=False
     )
     route = models.CharField(max_length=32, blank=True, default="")
-    message_id = models.CharField(max_length=512, db_index=True)
+    # Indexed in Meta: a plain index (db_index would add a LIKE index on PostgreSQL, which
+    # no query uses and every state change would update).
+    message_id = models.CharField(max_length=512)
     subject = models.CharField(max_length=998, blank=True, default="")
     header_from = models.CharField(max_length=998)
     #: The From as the caller wrote it, before routing (a re-route starts from it).
@@ -58,7 +66,12 @@ class OutboxItem(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     thread = models.ForeignKey(
-        "store.Thread", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "store.Thread",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
     )
 
     class Meta:
@@ -69,6 +82,15 @@ class OutboxItem(models.Model):
             models.Index(fields=["server", "state", "sent_at"], name="outbox_rate"),
             # Claims look for a server's due rows without walking its sent history.
             models.Index(fields=["server", "state", "next_attempt_at"], name="outbox_claim"),
+            models.Index(fields=["message_id"], name="outbox_message_id"),
+            models.Index(
+                fields=["created_by"],
+                name="outbox_created_by",
+                condition=models.Q(created_by__isnull=False),
+            ),
+            models.Index(
+                fields=["thread"], name="outbox_thread", condition=models.Q(thread__isnull=False)
+            ),
         ]
 
     # --- the message bytes, kept in OutboxBody ------------------------------------------
