@@ -22,7 +22,7 @@ import multiprocessing.connection
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
@@ -114,7 +114,7 @@ class ParserPool:
                 self._pool.submit(parse_raws, [m.raw for m in batch[i : i + step]])
                 for i in range(0, len(batch), step)
             ]
-        except BrokenProcessPool:
+        except (BrokenProcessPool, RuntimeError):  # dead, or shut down meanwhile
             self.broken = True
             futures = []  # result() parses the batch in this process
         return PendingBatch(list(batch), futures, self)
@@ -134,7 +134,7 @@ class PendingBatch:
             if not self.futures:
                 raise BrokenProcessPool("the parser process was gone before the batch came")
             results = [r for f in self.futures for r in f.result()]
-        except BrokenProcessPool:
+        except (BrokenProcessPool, CancelledError):  # dead, or shut down with the worker
             log.warning("a parser process died; parsing its batch in this process")
             if self.pool is not None:
                 self.pool.broken = True
@@ -148,24 +148,38 @@ _shared_lock = threading.Lock()
 
 def start_shared_parser() -> ParserPool:
     """Start (or return) this process's long-lived parser process; ``konvergo worker`` calls
-    this at start so that no fetch waits for it."""
+    this at start so that no fetch waits for it. Raises when no process can be started."""
     global _shared
     with _shared_lock:
-        if _shared is None or _shared.broken:
-            if _shared is not None:
-                _shared.close()
-            else:
-                atexit.register(stop_shared_parser)
-            _shared = ParserPool(workers=1)
-            _shared.warm_up()
-        return _shared
+        current = _shared
+        if current is not None and not current.broken:
+            return current
+        if current is not None:
+            current.close()
+        else:
+            atexit.register(stop_shared_parser)
+        _shared = None
+        pool = ParserPool(workers=1)
+        try:
+            pool.warm_up()
+        except BaseException:
+            pool.close()
+            raise
+        _shared = pool
+        return pool
 
 
 def shared_parser() -> ParserPool | None:
-    """The running shared parser (restarted if it died), or None when none was started."""
-    if _shared is None:
+    """The running shared parser (restarted if it died), or None: none was started, or it
+    died and cannot be started again (fetches then parse in their own process)."""
+    current = _shared
+    if current is None or not current.broken:
+        return current
+    try:
+        return start_shared_parser()
+    except Exception:
+        log.exception("the parser process could not be started again; parsing in process")
         return None
-    return start_shared_parser() if _shared.broken else _shared
 
 
 def stop_shared_parser() -> None:

@@ -158,6 +158,18 @@ def _claim_rows(
             return []
         cursor.execute(_BODIES_SQL.format(", ".join(["%s"] * len(rows))), [r[0] for r in rows])
         bodies = {pk: raw if isinstance(raw, bytes) else bytes(raw) for pk, raw in cursor}
+    missing = [row[0] for row in rows if row[0] not in bodies]
+    if missing:
+        # A row saved without its message (no caller of ours does): fail it visibly rather
+        # than let it block its server's queue.
+        OutboxItem.objects.filter(pk__in=missing).update(
+            state=State.FAILED,
+            failure_class=OutboxItem.FailureClass.PERMANENT,
+            last_reply="This mail has no message content stored; there is nothing to send.",
+            last_fix="Queue the mail again from the program or page that wrote it.",
+            lease_until=None,
+        )
+        rows = [row for row in rows if row[0] in bodies]
     rows.sort(key=lambda row: row[0])  # RETURNING gives no order; send oldest first
     return [
         Claimed(
@@ -223,23 +235,33 @@ def requeue_expired(policy: OutboxPolicy | None = None) -> int:
 
 
 def _requeue_lost(rows: QuerySet[OutboxItem], policy: OutboxPolicy | None) -> int:
-    """Put ``rows`` (``sending``, their worker gone) back in the queue, counting the attempt.
+    """Put ``rows`` (``sending``, their worker gone) back in the queue.
 
-    The attempt counts because the message may have been what killed the worker: after
-    ``max_attempts`` such losses it fails instead of taking down every worker in turn.
+    A session sends its rows in id order and records each outcome before the next final dot,
+    so of the rows it left only its first can have been on the wire (sent but not recorded,
+    or being sent): that row's attempt counts, because the message may be what killed the
+    worker, and after ``max_attempts`` it fails instead of taking down every worker in turn.
+    The session's other rows were never tried and go back as they were.
     """
     p = policy or POLICY
     now = timezone.now()
-    requeued = rows.filter(attempts__lt=p.max_attempts - 1).update(
+    first = list(
+        rows.values("claimed_by").annotate(first=Min("id")).values_list("first", flat=True)
+    )
+    untried = rows.exclude(pk__in=first).update(
+        state=State.QUEUED, next_attempt_at=now, lease_until=None
+    )
+    tried = rows.filter(pk__in=first)
+    requeued = tried.filter(attempts__lt=p.max_attempts - 1).update(
         state=State.QUEUED, attempts=F("attempts") + 1, next_attempt_at=now, lease_until=None
     )
-    failed = rows.update(
+    failed = tried.update(
         state=State.FAILED,
         attempts=F("attempts") + 1,
         failure_class=OutboxItem.FailureClass.TEMPORARY,
         last_reply=(
-            f"The worker sending this message stopped before the server answered, "
-            f"{p.max_attempts} times: the message may be what stops it."
+            f"Gave up after {p.max_attempts} attempts; the last one ended with the worker "
+            "stopping while this message was being sent: the message may be what stops it."
         ),
         last_fix=(
             "Look at the worker's log for the crash at this message's sending time; Retry "
@@ -247,7 +269,7 @@ def _requeue_lost(rows: QuerySet[OutboxItem], policy: OutboxPolicy | None) -> in
         ),
         lease_until=None,
     )
-    return int(requeued + failed)
+    return int(untried + requeued + failed)
 
 
 def sending_slots() -> set[tuple[int, int]]:

@@ -460,8 +460,8 @@ class SmtpConnection:
         smtp = self._require_open()
         accepted, refused, _ = self._start_data(smtp, envelope_from, recipients, data, commit)
         payload = _dot_stuffed(data)
-        primed = self._prime(smtp, then)
         try:
+            primed = self._prime(smtp, then)
             if commit.pending:
                 # The server reads the message while the previous outcome is committed; only
                 # the final dot, the moment it takes the message, waits for the commit.

@@ -134,3 +134,25 @@ def _running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_parser_that_cannot_be_started_again_leaves_parsing_in_process(
+    password_server: IncomingServer,
+    imap_server: SandboxImap,
+    shared_parser: ParserPool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If the parser process died and no new one starts, fetches still store every message."""
+    [pid] = shared_parser.pids()
+    os.kill(pid, signal.SIGKILL)
+
+    def cannot_start(self: ParserPool) -> None:
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(ParserPool, "warm_up", cannot_start)
+    imap_server.populate(MAILBOX, sized_messages(25, 2000))
+    assert _fetch(password_server).stored == 25
+    imap_server.populate(MAILBOX, sized_messages(5, 2000))
+    assert _fetch(password_server).stored == 5
+    assert intake_parse.shared_parser() is None
+    assert Message.objects.count() == 30

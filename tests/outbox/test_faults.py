@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from konvergo.services import outbox
 from konvergo.services.outbox_limits import POLICY
-from konvergo.store.models import OutboxItem, OutgoingServer
+from konvergo.store.models import OutboxBody, OutboxItem, OutgoingServer
 from tests.outbox.conftest import drain_until, states
 from tests.outbox.sink import DROP
 
@@ -195,8 +195,40 @@ def test_a_message_lost_with_its_worker_too_often_fails_with_the_reason(setup, d
     dispatcher.drain()
     item.refresh_from_db()
     assert (item.state, item.attempts) == ("failed", outbox.POLICY.max_attempts)
-    assert "stopped before the server answered" in item.last_reply
+    assert "worker stopping while this message was being sent" in item.last_reply
     assert item.last_fix and sink.messages == []
+
+
+def test_only_the_first_row_a_dead_session_left_counts_a_lost_attempt(setup, dispatcher) -> None:
+    """Rows behind the one on the wire were never tried: they go back with no attempt counted,
+    so a crashing message cannot make its batch-mates fail."""
+    sink, _ = setup
+    first, second = queue(2)
+    OutboxItem.objects.filter(pk__in=[first.pk, second.pk]).update(
+        state="sending",
+        claimed_by="gone-host:4242/99.0",
+        lease_until=timezone.now() - dt.timedelta(seconds=1),
+    )
+    OutboxItem.objects.filter(pk=first.pk).update(attempts=outbox.POLICY.max_attempts - 1)
+    dispatcher.drain()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.state, second.state) == ("failed", "sent")
+    assert second.attempts == 1  # its one real attempt
+    assert len(sink.messages) == 1
+
+
+def test_a_row_without_its_message_fails_visibly_and_the_queue_goes_on(setup, dispatcher) -> None:
+    """A row whose bytes are missing fails with the reason instead of blocking its server."""
+    sink, _ = setup
+    broken, fine = queue(2)
+    OutboxBody.objects.filter(item_id=broken.pk).delete()
+    dispatcher.drain()
+    broken.refresh_from_db()
+    fine.refresh_from_db()
+    assert (broken.state, broken.failure_class) == ("failed", "permanent")
+    assert "no message content" in broken.last_reply
+    assert fine.state == "sent" and len(sink.messages) == 1
 
 
 def test_a_live_lease_is_left_alone(setup, dispatcher) -> None:

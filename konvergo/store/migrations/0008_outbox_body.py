@@ -6,6 +6,11 @@ import django.db.models.deletion
 
 
 def copy_bodies(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        # A process still running the previous version must not queue a row (bytes in the
+        # old column) after the copy and before the column is dropped; SHARE mode makes its
+        # INSERT wait for this migration's transaction, which it then fails visibly.
+        schema_editor.execute("LOCK TABLE store_outboxitem IN SHARE MODE")
     item_model = apps.get_model("store", "OutboxItem")
     body_model = apps.get_model("store", "OutboxBody")
     last = 0

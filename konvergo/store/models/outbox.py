@@ -120,7 +120,7 @@ class OutboxItem(models.Model):
                 if adding:
                     OutboxBody(item_id=self.pk, raw=raw).save(force_insert=True)
                 else:
-                    OutboxBody.objects.filter(item_id=self.pk).update(raw=raw)
+                    OutboxBody.objects.update_or_create(item_id=self.pk, defaults={"raw": raw})
 
 
 class OutboxBody(models.Model):
