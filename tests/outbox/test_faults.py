@@ -24,6 +24,16 @@ def queue(count: int = 1, sender: str = "John Doe <john@example.com>") -> list[O
     )
 
 
+def left_by_a_dead_worker(items: list[OutboxItem], **fields: object) -> None:
+    """Leave ``items`` as a worker killed mid-batch does: ``sending``, its lease run out."""
+    OutboxItem.objects.filter(pk__in=[i.pk for i in items]).update(
+        state="sending",
+        claimed_by="gone-host:4242/99.0",
+        lease_until=timezone.now() - dt.timedelta(seconds=1),
+        **fields,
+    )
+
+
 @pytest.fixture
 def setup(start_sink, make_server, example_params):  # type: ignore[no-untyped-def]
     sink = start_sink()
@@ -171,11 +181,7 @@ def test_expired_lease_of_a_dead_worker_is_reclaimed_and_sent(setup, dispatcher)
     """A row left `sending` by a dead worker whose lease ran out is claimed again and sent."""
     sink, _ = setup
     [item] = queue()
-    OutboxItem.objects.filter(pk=item.pk).update(
-        state="sending",
-        claimed_by="gone-host:4242/99.0",
-        lease_until=timezone.now() - dt.timedelta(seconds=1),
-    )
+    left_by_a_dead_worker([item])
     dispatcher.drain()
     item.refresh_from_db()
     assert item.state == "sent" and item.attempts == 2  # the lost attempt counts
@@ -186,12 +192,7 @@ def test_a_message_lost_with_its_worker_too_often_fails_with_the_reason(setup, d
     """A row whose worker died mid-send ``max_attempts`` times fails instead of going out again."""
     sink, _ = setup
     [item] = queue()
-    OutboxItem.objects.filter(pk=item.pk).update(
-        state="sending",
-        claimed_by="gone-host:4242/99.0",
-        lease_until=timezone.now() - dt.timedelta(seconds=1),
-        attempts=outbox.POLICY.max_attempts - 1,
-    )
+    left_by_a_dead_worker([item], attempts=outbox.POLICY.max_attempts - 1)
     dispatcher.drain()
     item.refresh_from_db()
     assert (item.state, item.attempts) == ("failed", outbox.POLICY.max_attempts)
@@ -204,11 +205,7 @@ def test_only_the_first_row_a_dead_session_left_counts_a_lost_attempt(setup, dis
     so a crashing message cannot make its batch-mates fail."""
     sink, _ = setup
     first, second = queue(2)
-    OutboxItem.objects.filter(pk__in=[first.pk, second.pk]).update(
-        state="sending",
-        claimed_by="gone-host:4242/99.0",
-        lease_until=timezone.now() - dt.timedelta(seconds=1),
-    )
+    left_by_a_dead_worker([first, second])
     OutboxItem.objects.filter(pk=first.pk).update(attempts=outbox.POLICY.max_attempts - 1)
     dispatcher.drain()
     first.refresh_from_db()
