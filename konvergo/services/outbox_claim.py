@@ -248,6 +248,16 @@ def _requeue_lost(rows: QuerySet[OutboxItem], policy: OutboxPolicy | None) -> in
     first = list(
         rows.values("claimed_by").annotate(first=Min("id")).values_list("first", flat=True)
     )
+    if not first:
+        # The usual case (every session start): a read, which never waits for SQLite's writer.
+        return 0
+    with _serialised():
+        return _requeue(rows, first, now, p)
+
+
+def _requeue(
+    rows: QuerySet[OutboxItem], first: list[int], now: dt.datetime, p: OutboxPolicy
+) -> int:
     untried = rows.exclude(pk__in=first).update(
         state=State.QUEUED, next_attempt_at=now, lease_until=None
     )
@@ -297,9 +307,10 @@ def renew(ids: list[int], worker: str, policy: OutboxPolicy | None = None) -> No
     """Extend the lease of rows this worker still holds (a long batch on a slow server)."""
     p = policy or POLICY
     if ids:
-        OutboxItem.objects.filter(pk__in=ids, state=State.SENDING, claimed_by=worker).update(
-            lease_until=timezone.now() + dt.timedelta(seconds=p.lease_seconds)
-        )
+        with _serialised():
+            OutboxItem.objects.filter(pk__in=ids, state=State.SENDING, claimed_by=worker).update(
+                lease_until=timezone.now() + dt.timedelta(seconds=p.lease_seconds)
+            )
 
 
 _MARK_SENT_SQL = (
@@ -397,9 +408,10 @@ def release(
     }
     if reply is not None:
         fields["last_reply"] = reply
-    OutboxItem.objects.filter(
-        pk__in=[i.id for i in items], state=State.SENDING, claimed_by=worker
-    ).update(**fields)
+    with _serialised():
+        OutboxItem.objects.filter(
+            pk__in=[i.id for i in items], state=State.SENDING, claimed_by=worker
+        ).update(**fields)
 
 
 def throttle(server_id: int, until: dt.datetime) -> None:
