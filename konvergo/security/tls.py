@@ -47,7 +47,7 @@ def client_context(cafile: str | os.PathLike[str] | None = None) -> ssl.SSLConte
     return context
 
 
-#: (CA files with their mtimes) -> (created, context); one entry, rebuilt every _CONTEXT_TTL.
+#: (CA files with their mtimes) -> (created, context); each rebuilt after _CONTEXT_TTL.
 _CONTEXTS: dict[tuple[tuple[str, float] | None, ...], tuple[float, ssl.SSLContext]] = {}
 _CONTEXTS_LOCK = threading.Lock()
 _CONTEXT_TTL = 600.0

@@ -130,16 +130,19 @@ class PendingBatch:
     pool: ParserPool | None = None
 
     def result(self) -> list[Parsed]:
+        if not self.futures:  # the parser was gone before the batch came
+            return self._parse_here()
         try:
-            if not self.futures:
-                raise BrokenProcessPool("the parser process was gone before the batch came")
             results = [r for f in self.futures for r in f.result()]
         except (BrokenProcessPool, CancelledError):  # dead, or shut down with the worker
-            log.warning("a parser process died; parsing its batch in this process")
-            if self.pool is not None:
-                self.pool.broken = True
-            return [parse_fetched(m) for m in self.batch]
+            return self._parse_here()
         return [Parsed(m, p, reason) for m, (p, reason) in zip(self.batch, results, strict=True)]
+
+    def _parse_here(self) -> list[Parsed]:
+        log.warning("a parser process died; parsing its batch in this process")
+        if self.pool is not None:
+            self.pool.broken = True
+        return [parse_fetched(m) for m in self.batch]
 
 
 _shared: ParserPool | None = None
@@ -156,8 +159,6 @@ def start_shared_parser() -> ParserPool:
             return current
         if current is not None:
             current.close()
-        else:
-            atexit.register(stop_shared_parser)
         _shared = None
         pool = ParserPool(workers=1)
         try:
@@ -188,3 +189,6 @@ def stop_shared_parser() -> None:
         pool, _shared = _shared, None
     if pool is not None:
         pool.close()
+
+
+atexit.register(stop_shared_parser)

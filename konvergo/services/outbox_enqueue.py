@@ -583,9 +583,7 @@ def _insert(rows: list[dict[str, Any]]) -> list[OutboxItem]:
 
 def _with_bytes(items: list[OutboxItem], rows: list[dict[str, Any]]) -> list[OutboxItem]:
     """The new rows, each already holding its bytes (no query to read them back)."""
-    for item, row in zip(items, rows, strict=True):
-        item.__dict__["_raw"] = row["raw"]
-    return items
+    return [item.holding(row["raw"]) for item, row in zip(items, rows, strict=True)]
 
 
 def _copy(rows: list[dict[str, Any]]) -> list[OutboxItem]:

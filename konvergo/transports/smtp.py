@@ -158,6 +158,13 @@ class _Primed:
     key: tuple[str, tuple[str, ...], bytes]
     envelope: _Envelope
 
+    @staticmethod
+    def key_of(
+        envelope_from: str, recipients: Sequence[str], data: bytes
+    ) -> tuple[str, tuple[str, ...], bytes]:
+        """What identifies a message: the next send() must match it to use the envelope."""
+        return envelope_from, tuple(recipients), data
+
 
 @dataclass(frozen=True)
 class ConnectionTestResult:
@@ -401,10 +408,8 @@ class SmtpConnection:
             raise ValueError("send() needs at least one recipient.")
         data = normalize_line_endings(message)
         commit = _Once(before_commit)
-        if self._primed is not None and self._primed.key != (
-            envelope_from,
-            tuple(recipients),
-            data,
+        if self._primed is not None and self._primed.key != _Primed.key_of(
+            envelope_from, recipients, data
         ):
             logger.debug("SMTP %s: not the primed message; starting afresh", self._server)
             self._discard()
@@ -507,7 +512,7 @@ class SmtpConnection:
             envelope = self._envelope(smtp, then.envelope_from, then.recipients, data)
         except SmtpFailure:
             return None  # a bad address: the next send() reports it for its own message
-        return _Primed((then.envelope_from, tuple(then.recipients), data), envelope)
+        return _Primed(_Primed.key_of(then.envelope_from, then.recipients, data), envelope)
 
     def _start_data(
         self,

@@ -110,6 +110,11 @@ class OutboxItem(models.Model):
         self.__dict__["_raw"] = bytes(value)
         self.__dict__["_raw_changed"] = True
 
+    def holding(self, raw: bytes) -> OutboxItem:
+        """This row, knowing its stored bytes ``raw`` (no query to read them, nothing to write)."""
+        self.__dict__["_raw"] = raw
+        return self
+
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Save the row, and its bytes when they were set or changed (together or not at all)."""
         adding = self._state.adding
