@@ -62,6 +62,7 @@ from konvergo.transports.imap import (
     FolderStatus,
     ImapConnection,
     ImapSettings,
+    ramp,
 )
 from konvergo.transports.imap_errors import (
     GENERIC_FIXES,
@@ -291,12 +292,16 @@ def _record(server: IncomingServer, exc: BaseException | None) -> None:
 
 
 def _batched(items: Iterator[Any], size: int) -> Generator[list[Any], None, None]:
+    """Lists of ``items``, growing as :meth:`ImapConnection.fetch_batch`'s requests do."""
+    limits = ramp(size)
+    limit = next(limits)
     batch: list[Any] = []
     for item in items:
         batch.append(item)
-        if len(batch) >= size:
+        if len(batch) >= limit:
             yield batch
             batch = []
+            limit = next(limits)
     if batch:
         yield batch
 

@@ -56,6 +56,10 @@ BATCH_SIZE = 200
 BATCH_BYTES = 8 * 1024 * 1024
 #: UIDs whose sizes are asked in one ``UID FETCH (RFC822.SIZE)``; bounds that list too.
 SIZE_WINDOW = 2000
+#: The first ``UID FETCH`` of a fetch asks for this many messages, each next one twice as
+#: many up to BATCH_SIZE: parsing and storing start once 25 messages have arrived instead of
+#: 200, and the larger batches after them overlap with that work.
+RAMP_START = 25
 #: RFC 2177: clients re-issue IDLE at least every 29 minutes.
 MAX_IDLE_SECONDS = 25 * 60
 
@@ -342,9 +346,15 @@ class ImapConnection:
         ``size`` messages and about ``max_bytes`` of message data.
         """
         ordered = sorted(set(uids))
-        for start in range(0, len(ordered), SIZE_WINDOW):
-            window = ordered[start : start + SIZE_WINDOW]
-            for group in _groups(window, self.sizes(window), size, max_bytes):
+        # Sizes are asked for windows that grow as the requests do, so the first request
+        # waits for 25 sizes, not 2,000, and requests stay whole within their windows.
+        limits = ramp(size)
+        windows = ramp(SIZE_WINDOW)
+        start = 0
+        while start < len(ordered):
+            window = ordered[start : start + next(windows)]
+            start += len(window)
+            for group in _groups(window, self.sizes(window), limits, max_bytes):
                 yield from self._fetch_group(group)
 
     def _fetch_group(self, group: list[int]) -> Iterator[FetchedMessage]:
@@ -491,18 +501,31 @@ def _untag(line: str) -> str:
     return line if tag == "*" else rest
 
 
+def ramp(size: int) -> Iterator[int]:
+    """RAMP_START, twice that, and so on below ``size``; then ``size`` for ever."""
+    n = max(1, min(RAMP_START, size))
+    while n < size:
+        yield n
+        n *= 2
+    while True:
+        yield size
+
+
 def _groups(
-    uids: list[int], sizes: dict[int, int], size: int, max_bytes: int
+    uids: list[int], sizes: dict[int, int], limits: Iterator[int], max_bytes: int
 ) -> Iterator[list[int]]:
+    """UIDs in groups of at most ``next(limits)`` messages and ``max_bytes`` bytes."""
     group: list[int] = []
     total = 0
+    limit = next(limits)
     for uid in uids:
         n = sizes.get(uid)
         if n is None:
             continue  # expunged since the search
-        if group and (len(group) >= size or total + n > max_bytes):
+        if group and (len(group) >= limit or total + n > max_bytes):
             yield group
             group, total = [], 0
+            limit = next(limits)
         group.append(uid)
         total += n
     if group:

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from konvergo.services.intake import _prefetched
+from konvergo.services.intake import _batched, _prefetched
+from konvergo.transports import imap as imap_module
 
 
 class Source:
@@ -55,3 +56,12 @@ def test_closing_early_stops_the_reader_and_bounds_what_it_read() -> None:
     batches.close()
     assert reader_threads() == []
     assert source.read <= 4  # one stored, one handed over, one waiting in the reader
+
+
+def test_batches_grow_as_the_fetch_requests_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches start at RAMP_START messages and double up to the batch size, so the first
+    batch is parsed and stored while the larger ones travel; nothing is dropped."""
+    monkeypatch.setattr(imap_module, "RAMP_START", 2)
+    batches = list(_batched(iter(range(20)), 8))
+    assert [len(b) for b in batches] == [2, 4, 8, 6]
+    assert [n for b in batches for n in b] == list(range(20))

@@ -16,6 +16,7 @@ from konvergo.sandbox.idp import IdentityPlatform
 from konvergo.sandbox.imap import SandboxImap
 from konvergo.sandbox.tls import SandboxTLS
 from konvergo.sandbox.tokens import IMAP_SCOPE
+from konvergo.transports import imap as imap_module
 from konvergo.transports.auth import PasswordAuth, XOAuth2Auth
 from konvergo.transports.imap import FetchedMessage, ImapConnection, ImapSettings
 from konvergo.transports.imap_errors import (
@@ -200,6 +201,28 @@ class TestImapTransportContract:
             assert len(group) <= 4
             assert len(group) == 1 or sum(sizes[u] for u in group) <= 5000
         assert [sizes[u] for u in groups[-1]] == [max(sizes.values())]  # too big: alone
+
+    def test_a_fetch_starts_with_small_requests_so_storing_can_start_early(
+        self, target: Target, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The first UID FETCH asks for RAMP_START messages, each next one for twice as many
+        up to ``size``; every message still comes back once, in UID order."""
+        target.server.populate(JOHN, _messages(12))
+        monkeypatch.setattr(imap_module, "RAMP_START", 2)
+        groups: list[int] = []
+        real = ImapConnection._fetch_group
+
+        def spy(self: ImapConnection, group: list[int]) -> Iterator[FetchedMessage]:
+            groups.append(len(group))
+            return real(self, group)
+
+        monkeypatch.setattr(ImapConnection, "_fetch_group", spy)
+        with target.connect() as conn:
+            conn.select("INBOX")
+            uids = conn.uid_search_since(0)
+            fetched = list(conn.fetch_batch(uids, size=4))
+        assert [m.uid for m in fetched] == sorted(uids)
+        assert groups == [2, 4, 4, 2]
 
     def test_fetching_leaves_flags_alone_and_mark_seen_sets_only_what_it_is_asked(
         self, target: Target
