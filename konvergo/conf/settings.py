@@ -7,6 +7,7 @@ from pathlib import Path
 import dj_database_url
 
 from konvergo.config import get_config
+from konvergo.store import checkpoint
 
 CONFIG = get_config()
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -65,7 +66,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        # Checkpoints wait for a pause in the writing (konvergo.store.checkpoint).
+        "init_command": (
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+            f"PRAGMA wal_autocheckpoint={checkpoint.AUTOCHECKPOINT_PAGES}; "
+            f"PRAGMA journal_size_limit={checkpoint.JOURNAL_SIZE_LIMIT};"
+        ),
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"].setdefault("TEST", {})

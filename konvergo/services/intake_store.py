@@ -202,7 +202,17 @@ _MESSAGE_FIELDS = (
 
 
 def _db_datetime(value: dt.datetime | None) -> object:
-    return None if value is None else connection.ops.adapt_datetimefield_value(value)
+    if value is None:
+        return None
+    if value.utcoffset() is not None and connection.vendor == "sqlite" and _utc_connection():
+        # What adapt_datetimefield_value() returns there, without its five lookups per call
+        # (12 us, two calls a message).
+        return str(value.astimezone(dt.UTC).replace(tzinfo=None))
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _utc_connection() -> bool:
+    return connection.timezone_name == "UTC"
 
 
 def _insert(

@@ -17,6 +17,8 @@ from importlib import import_module
 
 from django.db import close_old_connections
 
+from konvergo.store import checkpoint
+
 log = logging.getLogger("konvergo.worker")
 
 #: Modules that register jobs when imported; a missing module is simply not loaded yet.
@@ -56,6 +58,10 @@ def on_start(start: Callable[[], object], stop: Callable[[], object]) -> None:
     """Run ``start`` when a worker loop starts and ``stop`` when it ends."""
     if (start, stop) not in LIFECYCLE:
         LIFECYCLE.append((start, stop))
+
+
+# A worker writes all day: its SQLite log is checkpointed in the pauses, not in its commits.
+on_start(checkpoint.start, checkpoint.stop)
 
 
 def load_jobs() -> dict[str, Job]:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from konvergo.services import intake, intake_parse
+from konvergo.store import checkpoint
 from konvergo.store.models import IncomingServer
 
 
@@ -48,6 +49,7 @@ class Command(BaseCommand):
             intake_parse.start_shared_parser()
         except Exception:  # no process could be started: parsing stays in this process
             logging.getLogger("konvergo.intake").exception("no parser process")
+        checkpoint.start()  # the last connection's close checkpoints what is left
         if options["watch"]:
             stop = threading.Event()
             console.print(f"Watching {server.name}; Ctrl-C stops.")
