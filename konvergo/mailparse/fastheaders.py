@@ -51,6 +51,17 @@ def message_id(raw: str) -> str | None:
 
 def date(raw: str) -> str | None:
     """``str(header)`` of a Date field: policy.default re-formats a parsable date."""
+    parsed = date_time(raw)
+    if parsed is None:
+        return None
+    try:
+        return format_datetime(parsed)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def date_time(raw: str) -> datetime | None:
+    """The date :func:`date` formats (naive for ``-0000``), or None where it gives None."""
     value = unfold(raw)
     if not value:
         return None
@@ -58,10 +69,7 @@ def date(raw: str) -> str | None:
         parsed: datetime = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None  # policy.default records the defect (or fails): let it
-    try:
-        return format_datetime(parsed)
-    except (TypeError, ValueError, OverflowError):
-        return None
+    return parsed
 
 
 def addresses(raw: str) -> list[tuple[str, str]] | None:

@@ -30,7 +30,7 @@ from email.feedparser import BytesFeedParser
 from email.header import decode_header
 from email.headerregistry import AddressHeader, BaseHeader, HeaderRegistry, SingleAddressHeader
 from email.message import EmailMessage, Message
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import format_datetime, getaddresses, parsedate_to_datetime
 
 from konvergo.mailparse import fastheaders
 from konvergo.mailparse.charsets import decode_bytes, repair
@@ -211,6 +211,43 @@ def _read(raw: bytes) -> EmailMessage:
     return message
 
 
+# A header line the feed parser reads as a field ("Name:"), as its headerRE says.
+_FIELD_LINE = re.compile(r"[\041-\071\073-\176]+:")
+_LINE = re.compile(r"[^\n]*\n")
+
+
+def _header_block(head: bytes) -> EmailMessage | None:
+    """The header block ``head`` (ending with its empty line) as the feed parser stores it,
+    or None when it holds anything but plain ASCII fields and folded lines.
+
+    Feeding the parser costs more than the rest of reading a simple message; for such a
+    block its result is only (name, value) pairs, split and unfolded as
+    ``policy.header_source_parse`` does (tests/mailparse/test_fast_paths.py compares them).
+    """
+    if not head.isascii():
+        return None
+    text = head.decode("ascii")
+    if text.count("\r") != text.count("\r\n"):
+        return None  # a lone CR ends a line for the feed parser
+    lines = _LINE.findall(text)
+    if not lines or lines[-1].strip("\r\n"):
+        return None
+    fields: list[list[str]] = []
+    for line in lines[:-1]:
+        if line[0] in " \t":
+            if not fields:
+                return None  # a continuation first: a defect the parser records
+            fields[-1].append(line)
+        elif _FIELD_LINE.match(line):
+            fields.append([line])
+        else:
+            return None  # "From " lines, body text: the parser decides
+    message = EmailMessage(policy=_POLICY)
+    for lines_of_field in fields:
+        message.set_raw(*_POLICY.header_source_parse(lines_of_field))
+    return message
+
+
 def _raw_value(message: Message, name: str) -> str | None:
     values = _raw_values(message, name)
     return values[0] if values else None
@@ -366,6 +403,16 @@ def _unique(values: Iterator[str] | list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(values))
 
 
+def _message_date(message: Message, defects: _Defects) -> datetime | None:
+    """The Date field in UTC, or None (with a defect when it is there but unusable)."""
+    raw = _raw_value(message, "Date") if _FAST else None
+    parsed = fastheaders.date_time(raw) if raw is not None else None
+    if parsed is not None:
+        # What policy.default's formatted value parses back to, without the round trip.
+        return _in_utc(parsed, None, defects)
+    return _parse_date(_header_text(message, "Date", defects), defects)
+
+
 def _parse_date(value: str | None, defects: _Defects) -> datetime | None:
     if not value:
         return None
@@ -379,13 +426,19 @@ def _parse_date(value: str | None, defects: _Defects) -> datetime | None:
         except ValueError:
             defects.add(f"Date: unparsable value {value[:80]!r}")
             return None
+    return _in_utc(parsed, value, defects)
+
+
+def _in_utc(parsed: datetime, value: str | None, defects: _Defects) -> datetime | None:
+    """``parsed`` in UTC; ``value`` is the text it came from (None: policy.default's)."""
     if parsed.tzinfo is None:
         # RFC 5322 "-0000" (and ISO without offset): no zone known, UTC is the least wrong.
         parsed = parsed.replace(tzinfo=UTC)
     try:
         return parsed.astimezone(UTC)
     except (OverflowError, ValueError):
-        defects.add(f"Date: out of range {value[:80]!r}")
+        text = value if value is not None else format_datetime(parsed)
+        defects.add(f"Date: out of range {text[:80]!r}")
         return None
 
 
@@ -560,7 +613,8 @@ def _read_simple(raw: bytes) -> _SimpleMessage | None:
     end = _HEADER_END.search(raw)
     if end is None:
         return None
-    headers = _read(raw[: end.end()])
+    head = raw[: end.end()]
+    headers = _header_block(head) or _read(head)
     if headers.get_payload() or headers.defects:
         return None  # the parser saw the body start elsewhere, or needs to report something
     fields: dict[str, list[str]] = {}
@@ -615,7 +669,7 @@ def parse(raw: bytes) -> ParsedMessage:
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise TypeError(f"parse() needs bytes, not {type(raw).__name__}")
     raw = bytes(raw) if not isinstance(raw, bytes) else raw
-    if not raw.strip():
+    if not raw or raw.isspace():  # without copying a large message as strip() would
         raise UnparseableMessage("empty message: no bytes to parse")
     simple = _read_simple(raw) if _FAST else None
     if simple is not None:
@@ -667,7 +721,7 @@ def parse(raw: bytes) -> ParsedMessage:
     references = list(dict.fromkeys(references))[-MAX_REFERENCES:]
     in_reply_to = normalize_message_id(_header_text(message, "In-Reply-To", defects))
 
-    date = _parse_date(_header_text(message, "Date", defects), defects)
+    date = _message_date(message, defects)
     if date is None and _raw_value(message, "Date") is None:
         defects.add("Date: missing")
 

@@ -232,3 +232,42 @@ def test_text_only_message_takes_the_shortcut_and_skips_the_html_sanitiser(
     parsed = parse(raw)
     assert parsed.body_text.startswith("The quick brown fox.\nThe quick")
     assert called == []
+
+
+HEADER_BLOCKS = [
+    b"From: a@b.c\r\nSubject: Hi\r\n\r\n",
+    b"From: a@b.c\nSubject: Hi\n\n",
+    b"Subject: folded\r\n  line\r\n\tand tab\r\nTo: x@y.z\r\n\r\n",
+    b"Subject:no space\r\nX-Empty:\r\nX-Spaces:   \r\n\r\n",
+    b" continuation first\r\nSubject: x\r\n\r\n",
+    b"From sender@example.com Mon Jan  1 00:00:00 2024\r\nSubject: x\r\n\r\n",
+    b"Subject: x\r\nFrom nobody\r\n\r\n",
+    b"Subject: lone\rcarriage\r\n\r\n",
+    b"Subject: x\r\nnot a field\r\n\r\n",
+    b": no name\r\n\r\n",
+    b"Subject: caf\xc3\xa9\r\n\r\n",
+    b"Weird-Name!#$: v\r\nA:B:C\r\n\r\n",
+    b"Subject: x\r\n\r\n",
+    b"Subject: x\n\r\n",
+]
+
+
+@pytest.mark.parametrize("block", HEADER_BLOCKS)
+def test_the_header_block_shortcut_stores_what_the_feed_parser_stores(block: bytes) -> None:
+    """Where the shortcut reads a header block itself, it yields the feed parser's fields,
+    and it leaves to the parser every block that parser would flag or read differently."""
+    shortcut = incoming._header_block(block)
+    parsed = incoming._read(block)
+    if shortcut is None:
+        return
+    assert list(shortcut.raw_items()) == list(parsed.raw_items())
+    assert not parsed.defects and not parsed.get_payload()
+    assert parsed.get_unixfrom() is None
+
+
+def test_the_header_block_shortcut_reads_the_everyday_shapes() -> None:
+    """Plain fields, folded lines and both line endings take the shortcut."""
+    for block in (HEADER_BLOCKS[0], HEADER_BLOCKS[1], HEADER_BLOCKS[2], HEADER_BLOCKS[3]):
+        assert incoming._header_block(block) is not None
+    for block in (HEADER_BLOCKS[4], HEADER_BLOCKS[5], HEADER_BLOCKS[7], HEADER_BLOCKS[10]):
+        assert incoming._header_block(block) is None
