@@ -139,14 +139,12 @@ def konvergo_intake(port: int, ca_file: str, token: str, dbdir: str) -> dict[str
         username=UPN, grant=grant, state="done",
     )  # fmt: skip
     # A worker has imported the token store long before it fetches (0.2 s on first use), and
-    # started its parser process and WAL checkpointer (``konvergo worker`` and ``konvergo
-    # fetch`` do so at start).
-    from konvergo.services import intake_parse
+    # started what ``konvergo worker`` starts with it: the parser process, the WAL
+    # checkpointer, the TLS client context.
+    from konvergo.services import worker
     from konvergo.services.oauth import tokens  # noqa: F401
-    from konvergo.store import checkpoint
 
-    intake_parse.start_shared_parser()
-    checkpoint.start()
+    started = worker.start_lifecycle()
 
     start = time.perf_counter()
     cpu = time.process_time()
@@ -155,8 +153,7 @@ def konvergo_intake(port: int, ca_file: str, token: str, dbdir: str) -> dict[str
     cpu = time.process_time() - cpu
     assert result.ok and result.stored == COUNT, result
     threads = Thread.objects.count()
-    intake_parse.stop_shared_parser()
-    checkpoint.stop()
+    worker.stop_lifecycle(started)
     connection.close()
     return {
         "rate": COUNT / elapsed,

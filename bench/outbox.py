@@ -433,7 +433,10 @@ def child(db: str, var_dir: Path, cert_dir: Path, latency: bool) -> dict[str, fl
             sink, cafile, users, "sqlite", var_dir, LATENCY_SERVERS * 3
         )
         POLICY.max_threads = LATENCY_SERVERS * 3
-        result["latency_konvergo"] = _konvergo_phases(sink, cafile, users)["rate"]
+        phases = _konvergo_phases(sink, cafile, users)
+        result["latency_konvergo"] = phases["rate"]
+        result["latency_konvergo_enqueue"] = phases["enqueue_rate"]
+        result["latency_konvergo_send"] = phases["send_rate"]
     finally:
         sink.stop()
     return result
@@ -493,6 +496,8 @@ def _one_run(
     summary["latency_ceiling_rate"] = theoretical
     summary["latency_ceiling_measured_rate"] = r["latency_ceiling_measured"]
     summary["latency_rate"] = r["latency_konvergo"]
+    summary["latency_enqueue_rate"] = r["latency_konvergo_enqueue"]
+    summary["latency_send_rate"] = r["latency_konvergo_send"]
     summary["latency_worker_process_rate"] = r["latency_konvergo_worker_process"]
     summary["latency_ratio_to_ceiling"] = r["latency_konvergo"] / theoretical
     summary["latency_worker_process_ratio_to_ceiling"] = (

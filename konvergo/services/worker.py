@@ -17,6 +17,7 @@ from importlib import import_module
 
 from django.db import close_old_connections
 
+from konvergo.security.tls import shared_client_context
 from konvergo.store import checkpoint
 
 log = logging.getLogger("konvergo.worker")
@@ -60,8 +61,18 @@ def on_start(start: Callable[[], object], stop: Callable[[], object]) -> None:
         LIFECYCLE.append((start, stop))
 
 
+def _warm_tls() -> None:
+    """Load the CA store for TLS clients now (~40 ms of CPU), not in the first handshake."""
+    shared_client_context()
+
+
+def _nothing() -> None:
+    pass
+
+
 # A worker writes all day: its SQLite log is checkpointed in the pauses, not in its commits.
 on_start(checkpoint.start, checkpoint.stop)
+on_start(_warm_tls, _nothing)
 
 
 def load_jobs() -> dict[str, Job]:
@@ -102,16 +113,28 @@ def run_forever(idle_sleep: float = 1.0, stop: threading.Event | None = None) ->
     log.info("worker started with jobs: %s", ", ".join(load_jobs()) or "(none)")
     started: list[Callable[[], object]] = []
     try:
-        for start, finish in LIFECYCLE:
-            try:
-                start()
-                started.append(finish)
-            except Exception:  # e.g. no process can be spawned: the job works without it
-                log.exception("could not start %s", getattr(start, "__name__", start))
+        started = start_lifecycle()
         while not stop.is_set():
             if run_once() == 0:
                 stop.wait(idle_sleep)
     finally:
-        for finish in reversed(started):
-            finish()
+        stop_lifecycle(started)
     log.info("worker stopped")
+
+
+def start_lifecycle() -> list[Callable[[], object]]:
+    """Run every registered ``start``; returns the ``stop`` of each that started."""
+    load_jobs()
+    started: list[Callable[[], object]] = []
+    for start, finish in LIFECYCLE:
+        try:
+            start()
+            started.append(finish)
+        except Exception:  # e.g. no process can be spawned: the job works without it
+            log.exception("could not start %s", getattr(start, "__name__", start))
+    return started
+
+
+def stop_lifecycle(started: list[Callable[[], object]]) -> None:
+    for finish in reversed(started):
+        finish()
