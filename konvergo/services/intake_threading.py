@@ -47,11 +47,13 @@ class AddressBook:
 
     @classmethod
     def load(cls) -> AddressBook:
-        domain = parameters.get("mail.catchall.domain").lower()
-        catchall = parameters.alias_address("mail.catchall.alias")
+        alias_keys = [f"mail.alias.{kind}" for kind in ALIAS_KINDS]
+        values = parameters.get_many("mail.catchall.domain", "mail.catchall.alias", *alias_keys)
+        domain = values["mail.catchall.domain"].lower()
+        catchall = parameters.join_alias(values["mail.catchall.alias"], domain)
         aliases: dict[str, str] = {}
         for kind in ALIAS_KINDS:
-            value = parameters.get(f"mail.alias.{kind}").strip().lower()
+            value = values[f"mail.alias.{kind}"].strip().lower()
             if not value:
                 continue
             address = value if "@" in value else (f"{value}@{domain}" if domain else "")

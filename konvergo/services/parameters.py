@@ -190,6 +190,19 @@ def get(key: str, default: str | None = None) -> str:
     return known.default if known else ""
 
 
+def get_many(*keys: str) -> dict[str, str]:
+    """:func:`get` of each of ``keys`` (known defaults included), in one query."""
+    from konvergo.store.models import SystemParameter
+
+    stored = dict(SystemParameter.objects.filter(key__in=keys).values_list("key", "value"))
+    values: dict[str, str] = {}
+    for key in keys:
+        value = stored.get(key)
+        known = KNOWN.get(key)
+        values[key] = str(value) if value not in (None, "") else (known.default if known else "")
+    return values
+
+
 def set_value(key: str, value: str) -> str:
     """Validate and store ``value`` under ``key``; returns the stored (cleaned) value."""
     from konvergo.store.models import SystemParameter
@@ -221,8 +234,12 @@ def notifications_address() -> str:
 
 def alias_address(alias_key: str) -> str:
     """An alias parameter (catchall, bounce) joined to mail.catchall.domain ('' if unset)."""
-    alias = get(alias_key)
+    values = get_many(alias_key, "mail.catchall.domain")
+    return join_alias(values[alias_key], values["mail.catchall.domain"])
+
+
+def join_alias(alias: str, domain: str) -> str:
+    """An alias (a local part, or a whole address) as an address ('' when incomplete)."""
     if "@" in alias:
         return alias.lower()
-    domain = get("mail.catchall.domain")
     return f"{alias}@{domain}".lower() if alias and domain else ""
