@@ -17,6 +17,7 @@ import collections
 import contextlib
 import datetime as dt
 import imaplib
+import itertools
 import re
 import select as select_module
 import socket
@@ -346,10 +347,10 @@ class ImapConnection:
         ``size`` messages and about ``max_bytes`` of message data.
         """
         ordered = sorted(set(uids))
-        # Sizes are asked for windows that grow as the requests do, so the first request
-        # waits for 25 sizes, not 2,000, and requests stay whole within their windows.
+        # The first request waits only for its own sizes, not for 2,000 of them; the next
+        # window then holds SIZE_WINDOW (each window is one round trip).
         limits = ramp(size)
-        windows = ramp(SIZE_WINDOW)
+        windows = itertools.chain([next(ramp(size))], itertools.repeat(SIZE_WINDOW))
         start = 0
         while start < len(ordered):
             window = ordered[start : start + next(windows)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import pickle
 import quopri
 import random
 from email import policy
@@ -271,3 +272,12 @@ def test_the_header_block_shortcut_reads_the_everyday_shapes() -> None:
         assert incoming._header_block(block) is not None
     for block in (HEADER_BLOCKS[4], HEADER_BLOCKS[5], HEADER_BLOCKS[7], HEADER_BLOCKS[10]):
         assert incoming._header_block(block) is None
+
+
+@pytest.mark.parametrize("name", CORPUS_NAMES)
+def test_a_parsed_message_comes_back_from_a_parser_process_unchanged(name: str) -> None:
+    """What a parser process pickles is what the fetching process gets: equal in every field."""
+    outcome = _outcome(read_corpus(name))
+    if isinstance(outcome, str):
+        pytest.skip("not a message: nothing travels back")
+    assert pickle.loads(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)) == outcome
