@@ -40,6 +40,7 @@ from konvergo.services.routing import (
     normalize_domain,
     parse_address,
 )
+from konvergo.store.dbvalues import datetime_adapter
 from konvergo.store.models import (
     MailSettings,
     OutboxBody,
@@ -278,7 +279,7 @@ def _ascii_lines(text: str) -> list[str] | None:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    if any(len(line) > _MAX_LINE for line in lines):
+    if max(map(len, lines), default=0) > _MAX_LINE:  # in C: a 10 KB body has 150 lines
         return None
     return lines
 
@@ -542,12 +543,13 @@ def _insert(rows: list[dict[str, Any]]) -> list[OutboxItem]:
     table = OutboxItem._meta.db_table
     names = ", ".join(connection.ops.quote_name(str(f.column)) for f in _COLUMNS)
     adapt: dict[str, Any] = {}
+    to_db = datetime_adapter()
     for f in _COLUMNS:
         kind = f.get_internal_type()
         if kind == "JSONField":
             adapt[f.attname] = lambda v, f=f: f.get_db_prep_value(v, connection)
         elif kind == "DateTimeField":
-            adapt[f.attname] = connection.ops.adapt_datetimefield_value
+            adapt[f.attname] = to_db
     attnames = [f.attname for f in _COLUMNS]
     # SQLite allows 32,766 parameters a statement; PostgreSQL 65,535.
     per_chunk = max(1, min(500, 30_000 // len(attnames)))
