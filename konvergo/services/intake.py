@@ -497,8 +497,14 @@ class Fetcher:
     def _store(
         self, conn: ImapConnection, folder: str, status: FolderStatus, parsed: list[Parsed]
     ) -> None:
-        renew_lease(self.server.pk, self.owner)
-        outcome = store_batch(self.server, folder, status.uidvalidity, parsed)
+        server_id, owner = self.server.pk, self.owner
+        outcome = store_batch(
+            self.server,
+            folder,
+            status.uidvalidity,
+            parsed,
+            first=lambda: renew_lease(server_id, owner),
+        )
         self.result.stored += outcome.stored
         self.result.duplicates += outcome.duplicates
         self.result.quarantined += outcome.quarantined

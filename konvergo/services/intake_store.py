@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,18 +57,35 @@ class BatchOutcome:
 
 
 def store_batch(
-    server: IncomingServer, folder: str, uidvalidity: int, items: Sequence[Parsed]
+    server: IncomingServer,
+    folder: str,
+    uidvalidity: int,
+    items: Sequence[Parsed],
+    *,
+    first: Callable[[], object] | None = None,
 ) -> BatchOutcome:
-    """Store ``items`` and move the folder's high-water mark past them, atomically."""
+    """Store ``items`` and move the folder's high-water mark past them, atomically.
+
+    ``first`` runs at the start of the batch's transaction (the fetcher renews its lease
+    there: one write transaction a batch instead of two, and a lease lost meanwhile rolls
+    the batch back). It runs once, also when the batch is stored message by message.
+    """
     if not items:
+        if first is not None:
+            first()
         return BatchOutcome()
     try:
         with transaction.atomic():
+            if first is not None:
+                first()
             outcome = _store(server, folder, uidvalidity, items)
             _advance(server, folder, uidvalidity, items, outcome)
             return outcome
     except (IntegrityError, DatabaseError) as exc:
         log.info("batch of %d fell back to one by one: %s", len(items), exc)
+    if first is not None:
+        with transaction.atomic():
+            first()
     outcome = BatchOutcome()
     for item in items:
         try:

@@ -15,7 +15,13 @@ from konvergo.sandbox.imap import SandboxImap
 from konvergo.sandbox.tokens import IMAP_SCOPE
 from konvergo.services import intake
 from konvergo.services.intake_store import BatchOutcome
-from konvergo.store.models import IncomingServer, Message, OAuthGrant, QuarantinedMessage
+from konvergo.store.models import (
+    FolderState,
+    IncomingServer,
+    Message,
+    OAuthGrant,
+    QuarantinedMessage,
+)
 from tests.intake.conftest import MAILBOX, message, sized_messages
 
 pytestmark = pytest.mark.dovecot
@@ -150,6 +156,29 @@ def test_lease_lets_only_one_fetcher_work_a_mailbox(
     assert intake.acquire_lease(password_server.pk, dead)
     result = intake.fetch_now(password_server)  # the holder was kill -9'd: no need to wait
     assert result.ok and not result.skipped
+
+
+def test_a_fetcher_whose_lease_was_taken_over_stores_no_further_batch(
+    password_server: IncomingServer, imap_server: SandboxImap
+) -> None:
+    """The lease is renewed in each batch's own transaction: once another worker holds the
+    mailbox, the batch in hand is not stored and the high-water mark stays where it was."""
+    imap_server.populate(MAILBOX, sized_messages(120, 300))
+    batches: list[BatchOutcome] = []
+
+    def taken_over_after_first_batch(outcome: BatchOutcome) -> None:
+        batches.append(outcome)
+        IncomingServer.objects.filter(pk=password_server.pk).update(
+            lease_owner="other-host:4242:1", lease_until=timezone.now() + dt.timedelta(minutes=5)
+        )
+
+    result = intake.fetch_server(password_server, on_batch=taken_over_after_first_batch)
+
+    first = batches[0]
+    assert len(batches) == 1 and "taken over" in (result.error or "")
+    assert Message.objects.count() == first.stored > 0
+    state = FolderState.objects.get(server=password_server)
+    assert state.last_uid == max(first.uids)
 
 
 def test_worker_job_fetches_due_confirmed_servers_only(
