@@ -29,7 +29,7 @@ from django.utils import timezone
 from konvergo.mailparse import ParsedMessage
 from konvergo.services.intake_parse import Parsed
 from konvergo.services.intake_threading import Route, route_batch
-from konvergo.store.dbvalues import datetime_adapter
+from konvergo.store.dbvalues import column, datetime_adapter, select_in
 from konvergo.store.models import (
     Attachment,
     FolderState,
@@ -238,7 +238,7 @@ def _insert(
         return
     meta = model._meta
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(_column(model, name)) for name in fields)
+    columns = ", ".join(quote(column(model, name)) for name in fields)
     marks = ", ".join(["%s"] * len(fields))
     # Identifiers come from the model's metadata, quoted; every value is a parameter.
     sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks})"  # noqa: S608
@@ -265,7 +265,7 @@ def _insert_returning_ids(
         return []
     meta = model._meta
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(_column(model, name)) for name in fields)
+    columns = ", ".join(quote(column(model, name)) for name in fields)
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
     assert meta.pk is not None and meta.pk.column
     returning = quote(meta.pk.column)
@@ -284,22 +284,13 @@ def _insert_returning_ids(
     return ids
 
 
-def _column(model: type[models.Model], name: str) -> str:
-    found = model._meta.get_field(name)
-    assert isinstance(found, models.Field) and found.column, name
-    return found.column
-
-
 def _new_messages(
     server: IncomingServer, items: Sequence[Parsed], outcome: BatchOutcome
 ) -> list[tuple[Parsed, ParsedMessage]]:
     """Items whose Message-ID this server has not stored yet (nor earlier in the batch)."""
     ids = [i.message.message_id for i in items if i.message is not None]
-    known = set(
-        Message.objects.filter(
-            incoming_server=server, direction=Message.Direction.IN, message_id__in=ids
-        ).values_list("message_id", flat=True)
-    )
+    where = [("incoming_server", server.pk), ("direction", Message.Direction.IN.value)]
+    known = {row[0] for row in select_in(Message, ["message_id"], "message_id", ids, where)}
     fresh: list[tuple[Parsed, ParsedMessage]] = []
     for item in items:
         p = item.message

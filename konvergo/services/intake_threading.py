@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from konvergo.mailparse import ParsedMessage, thread_keys
 from konvergo.services import parameters
+from konvergo.store.dbvalues import select_in
 from konvergo.store.models import Message, Thread
 
 #: Thread kinds an alias may open (IncomingServer.Target values).
 ALIAS_KINDS = ("inbox", "lead", "ticket")
-_LOOKUP_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,11 @@ class AddressBook:
 
 def known_threads(message_ids: Iterable[str]) -> dict[str, int]:
     """Thread id per known Message-ID (the newest message wins when an id repeats)."""
-    ids = sorted(set(message_ids))
     found: dict[str, tuple[int, int]] = {}
-    for start in range(0, len(ids), _LOOKUP_CHUNK):
-        rows = Message.objects.filter(message_id__in=ids[start : start + _LOOKUP_CHUNK])
-        for msg_id, thread_id, pk in rows.values_list("message_id", "thread_id", "pk"):
-            if msg_id not in found or found[msg_id][1] < pk:
-                found[msg_id] = (thread_id, pk)
+    rows = select_in(Message, ["message_id", "thread", "id"], "message_id", message_ids)
+    for msg_id, thread_id, pk in rows:
+        if msg_id not in found or found[msg_id][1] < pk:
+            found[msg_id] = (thread_id, pk)
     return {k: v[0] for k, v in found.items()}
 
 

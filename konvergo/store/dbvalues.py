@@ -1,11 +1,16 @@
-"""Values in the form the database driver takes, for the hand-written bulk INSERTs."""
+"""Hand-written SQL for the bulk paths (intake, enqueue): values in the form the database
+driver takes, and IN-list lookups without the ORM's per-value compilation."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
-from django.db import connection
+from django.db import connection, models
+
+#: Values per IN list (SQLite allows 32,766 parameters a statement; PostgreSQL 65,535).
+IN_CHUNK = 500
 
 
 def datetime_adapter() -> Callable[[dt.datetime | None], object]:
@@ -25,3 +30,39 @@ def datetime_adapter() -> Callable[[dt.datetime | None], object]:
         return str(value.astimezone(dt.UTC).replace(tzinfo=None))
 
     return sqlite_utc
+
+
+def column(model: type[models.Model], name: str) -> str:
+    """The database column of ``model``'s field ``name``."""
+    found = model._meta.get_field(name)
+    assert isinstance(found, models.Field) and found.column, name
+    return found.column
+
+
+def select_in(
+    model: type[models.Model],
+    columns: Sequence[str],
+    key: str,
+    values: Iterable[Any],
+    where: Sequence[tuple[str, Any]] = (),
+) -> Iterator[tuple[Any, ...]]:
+    """Rows of ``columns`` whose ``key`` is one of ``values`` and whose ``where`` fields
+    equal the values given; one query per IN_CHUNK values.
+
+    A ``filter(key__in=...)`` compiles every value through the field machinery (about 4 ms
+    for the 200 Message-IDs of an intake batch); these values are plain strings or ids.
+    """
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    selected = ", ".join(quote(column(model, name)) for name in columns)
+    conditions = [f"{quote(column(model, name))} = %s" for name, _ in where]
+    fixed = [value for _, value in where]
+    unique = sorted(set(values))
+    with connection.cursor() as cursor:
+        for start in range(0, len(unique), IN_CHUNK):
+            part = unique[start : start + IN_CHUNK]
+            inside = f"{quote(column(model, key))} IN ({', '.join(['%s'] * len(part))})"
+            # Identifiers come from the model's metadata, quoted; every value is a parameter.
+            sql = f"SELECT {selected} FROM {table} WHERE {' AND '.join([*conditions, inside])}"  # noqa: S608
+            cursor.execute(sql, [*fixed, *part])
+            yield from cursor.fetchall()

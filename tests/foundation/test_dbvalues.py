@@ -7,7 +7,9 @@ import datetime as dt
 import pytest
 from django.db import connection
 
+from konvergo.store import dbvalues
 from konvergo.store.dbvalues import datetime_adapter
+from konvergo.store.models import SystemParameter
 
 VALUES = [
     None,
@@ -22,3 +24,17 @@ VALUES = [
 def test_the_datetime_form_is_djangos(value: dt.datetime | None) -> None:
     """Aware, naive and missing datetimes come out as adapt_datetimefield_value has them."""
     assert datetime_adapter()(value) == connection.ops.adapt_datetimefield_value(value)
+
+
+def test_select_in_reads_every_chunk_and_applies_the_conditions(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows whose key is in the list and whose other fields match, across several queries."""
+    monkeypatch.setattr(dbvalues, "IN_CHUNK", 2)
+    for n in range(5):
+        SystemParameter.objects.create(key=f"test.key{n}", value="odd" if n % 2 else "even")
+    keys = [f"test.key{n}" for n in range(5)] + ["test.missing", "test.key0"]
+    rows = set(dbvalues.select_in(SystemParameter, ["key", "value"], "key", keys))
+    assert rows == {(f"test.key{n}", "odd" if n % 2 else "even") for n in range(5)}
+    evens = dbvalues.select_in(SystemParameter, ["key"], "key", keys, [("value", "even")])
+    assert sorted(r[0] for r in evens) == ["test.key0", "test.key2", "test.key4"]
