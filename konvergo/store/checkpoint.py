@@ -57,28 +57,34 @@ class Checkpointer:
             self._thread.join(10)
 
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(self.path, timeout=5, isolation_level=None)
-            # data_version changes when another connection commits: it tells whether the
-            # writers wrote since the last look (busy) or since the last complete checkpoint.
-            seen = done = None
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoints are left to the writers' commits: %s", exc)
+            return
+        # data_version changes when another connection commits: it tells whether the writers
+        # wrote since the last look (busy) or since the last complete checkpoint.
+        seen: int | None = None
+        done: int | None = None
+        try:
             while not self._stop.wait(self.idle):
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
-                if version != seen:
-                    seen = version
+                try:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if version != seen:
+                        seen = version
+                        continue
+                    if version == done:
+                        continue
+                    checkpoint = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # locked for longer than the timeout: next round
+                    log.info("WAL checkpoint postponed: %s", exc)
                     continue
-                if version == done:
-                    continue
-                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                busy, frames, copied = checkpoint
                 self.checkpoints += 1
                 # Incomplete (a reader holds an old snapshot): try again after the next pause.
                 done = version if not busy and frames == copied else None
-        except sqlite3.Error as exc:
-            log.warning("WAL checkpoints are left to the writers' commits: %s", exc)
         finally:
-            if conn is not None:
-                conn.close()
+            conn.close()
 
 
 _running: Checkpointer | None = None
