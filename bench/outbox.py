@@ -380,6 +380,19 @@ def _post_office_run(sink: SinkProcess) -> float:
 def child(db: str, var_dir: Path, cert_dir: Path, latency: bool) -> dict[str, float]:
     cafile = str(cert_dir / "ca.pem")
     _setup_django(db, var_dir, cafile)
+    from konvergo.services import worker
+
+    # The in-process sessions run as the worker's do, beside what ``konvergo worker``
+    # starts with them (SQLite's checkpoint thread, the TLS context, the parser process).
+    started = worker.start_lifecycle()
+    try:
+        return _child(db, var_dir, cert_dir, latency)
+    finally:
+        worker.stop_lifecycle(started)
+
+
+def _child(db: str, var_dir: Path, cert_dir: Path, latency: bool) -> dict[str, float]:
+    cafile = str(cert_dir / "ca.pem")
     from konvergo.services import parameters
     from konvergo.services.outbox_limits import POLICY
     from konvergo.store.models import OutgoingServer

@@ -74,6 +74,23 @@ def test_an_idle_log_is_not_checkpointed_again(database: tuple[Path, sqlite3.Con
         ckpt.stop()
 
 
+def test_a_large_log_is_checkpointed_while_the_writers_keep_writing(
+    database: tuple[Path, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past BUSY_BYTES the thread does not wait for a pause (that a long burst may never
+    leave), so no commit has to reach the automatic threshold and checkpoint itself."""
+    path, conn = database
+    monkeypatch.setattr(checkpoint, "BUSY_BYTES", 200_000)
+    ckpt = Checkpointer(path, idle=0.05).start()
+    try:
+        deadline = time.monotonic() + 10
+        while ckpt.checkpoints == 0 and time.monotonic() < deadline:
+            _write(conn, 20)  # never pausing for as long as the thread waits for a pause
+        assert ckpt.checkpoints >= 1
+    finally:
+        ckpt.stop()
+
+
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="a setting of SQLite connections")
 def test_commits_leave_checkpoints_of_a_small_log_to_the_thread(db: None) -> None:
     """Connections checkpoint by themselves only past 64 MB of log; the worker starts the
