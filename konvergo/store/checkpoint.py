@@ -39,7 +39,7 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 IDLE = 0.5
 #: A log file this large is checkpointed by the thread even while writers are busy, so no
 #: commit reaches AUTOCHECKPOINT_PAGES and stalls every writer behind its checkpoint.
-BUSY_BYTES = 24 * 1024 * 1024
+BUSY_BYTES = 48 * 1024 * 1024
 
 
 class Checkpointer:
