@@ -56,6 +56,10 @@ class BatchOutcome:
     uids: list[int] = field(default_factory=list)
 
 
+class _OneByOne(Exception):
+    """The batch's own statements failed: store its messages one by one."""
+
+
 def store_batch(
     server: IncomingServer,
     folder: str,
@@ -68,7 +72,8 @@ def store_batch(
 
     ``first`` runs at the start of the batch's transaction (the fetcher renews its lease
     there: one write transaction a batch instead of two, and a lease lost meanwhile rolls
-    the batch back). It runs once, also when the batch is stored message by message.
+    the batch back); its errors, database errors included, propagate. When the batch is
+    stored message by message it runs again, in a transaction of its own.
     """
     if not items:
         if first is not None:
@@ -78,11 +83,14 @@ def store_batch(
         with transaction.atomic():
             if first is not None:
                 first()
-            outcome = _store(server, folder, uidvalidity, items)
-            _advance(server, folder, uidvalidity, items, outcome)
+            try:
+                outcome = _store(server, folder, uidvalidity, items)
+                _advance(server, folder, uidvalidity, items, outcome)
+            except (IntegrityError, DatabaseError) as exc:
+                raise _OneByOne from exc  # rolls the batch back, not first()'s failure
             return outcome
-    except (IntegrityError, DatabaseError) as exc:
-        log.info("batch of %d fell back to one by one: %s", len(items), exc)
+    except _OneByOne as fallback:
+        log.info("batch of %d fell back to one by one: %s", len(items), fallback.__cause__)
     if first is not None:
         with transaction.atomic():
             first()

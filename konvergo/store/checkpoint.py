@@ -16,7 +16,7 @@ pause after it; a longer burst is checkpointed beside the writers, never inside 
 commit that checkpointed 64 MB held SQLite's write lock for 265 ms, measured, and 30 sending
 sessions waited behind it). A passive checkpoint never blocks readers or writers, and the
 first write after a complete one starts the log from its beginning again
-(``journal_size_limit`` then trims the file), so an idle database keeps a small log.
+(``journal_size_limit`` then trims the file to 16 MB), so an idle database keeps a small log.
 Processes without the thread (the web process) write little, and the threshold bounds the
 log for them.
 """
@@ -33,8 +33,9 @@ log = logging.getLogger("konvergo.store")
 
 #: Pages the log may hold before a commit checkpoints it itself (64 MB at 4 KB pages).
 AUTOCHECKPOINT_PAGES = 16384
-#: Bytes the log file is trimmed to when it starts over.
-JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: Bytes the log file is trimmed to when it starts over; below BUSY_BYTES, so that a file
+#: grown by one long burst does not count as busy for ever after.
+JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
 #: Seconds the log must have stopped growing before the thread checkpoints it.
 IDLE = 0.5
 #: A log file this large is checkpointed by the thread even while writers are busy, so no
@@ -65,7 +66,7 @@ class Checkpointer:
     def _wal_size(self) -> int:
         try:
             return os.stat(f"{self.path}-wal").st_size
-        except FileNotFoundError:
+        except OSError:  # not there (yet), or unreadable: no reason to hurry
             return 0
 
     def _run(self) -> None:

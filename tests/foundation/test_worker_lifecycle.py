@@ -9,7 +9,9 @@ from konvergo.services import intake_parse, worker
 from konvergo.store import checkpoint
 
 
-def test_a_worker_starts_its_parser_checkpointer_and_tls_context_and_stops_them() -> None:
+def test_a_worker_starts_its_parser_checkpointer_and_tls_context_and_stops_them(
+    db: None,
+) -> None:
     """The parser process, SQLite's checkpoint thread and the CA store are ready before the
     first fetch or send needs them, and gone (the first two) when the worker stops."""
     tls._CONTEXTS.clear()

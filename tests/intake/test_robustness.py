@@ -214,3 +214,29 @@ def test_memory_stays_flat_over_a_large_mailbox(
     large = peak_of_fetch(20_000)
     assert large < 1.5 * small, f"1,000: {small / 1e6:.1f} MB, 20,000: {large / 1e6:.1f} MB"
     assert large < 100_000_000 * 0.2
+
+
+def test_a_database_error_renewing_the_lease_stores_nothing_of_the_batch(
+    password_server: IncomingServer,
+) -> None:
+    """A failure of the lease renewal ends the batch: it is not stored message by message."""
+    from django.db import DatabaseError
+
+    from konvergo.services.intake_parse import parse_fetched
+    from konvergo.services.intake_store import store_batch
+    from konvergo.transports.imap import FetchedMessage
+
+    FolderState.objects.create(server=password_server, folder="INBOX", uidvalidity=7)
+    items = [parse_fetched(FetchedMessage(n, message(f"Lease {n}"), ())) for n in (1, 2)]
+
+    calls: list[int] = []
+
+    def renew() -> None:  # fails once, as a lock timeout does
+        calls.append(1)
+        if len(calls) == 1:
+            raise DatabaseError("could not obtain lock on row")
+
+    with pytest.raises(DatabaseError):
+        store_batch(password_server, "INBOX", 7, items, first=renew)
+    assert Message.objects.count() == 0
+    assert FolderState.objects.get(server=password_server).last_uid == 0 and len(calls) == 1

@@ -49,7 +49,13 @@ class Command(BaseCommand):
             intake_parse.start_shared_parser()
         except Exception:  # no process could be started: parsing stays in this process
             logging.getLogger("konvergo.intake").exception("no parser process")
-        checkpoint.start()  # the last connection's close checkpoints what is left
+        checkpoint.start()
+        try:
+            self._fetch(server, console, options)
+        finally:
+            checkpoint.stop()  # then the last connection's close checkpoints what is left
+
+    def _fetch(self, server: IncomingServer, console: Console, options: dict[str, Any]) -> None:
         if options["watch"]:
             stop = threading.Event()
             console.print(f"Watching {server.name}; Ctrl-C stops.")
