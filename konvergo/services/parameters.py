@@ -182,8 +182,13 @@ def get(key: str, default: str | None = None) -> str:
     from konvergo.store.models import SystemParameter
 
     row = SystemParameter.objects.filter(key=key).values_list("value", flat=True).first()
-    if row not in (None, ""):
-        return str(row)
+    return _or_default(key, row, default)
+
+
+def _or_default(key: str, stored: object, default: str | None = None) -> str:
+    """A stored value unless it is missing or empty, else ``default``, else the known one."""
+    if stored not in (None, ""):
+        return str(stored)
     if default is not None:
         return default
     known = KNOWN.get(key)
@@ -195,12 +200,7 @@ def get_many(*keys: str) -> dict[str, str]:
     from konvergo.store.models import SystemParameter
 
     stored = dict(SystemParameter.objects.filter(key__in=keys).values_list("key", "value"))
-    values: dict[str, str] = {}
-    for key in keys:
-        value = stored.get(key)
-        known = KNOWN.get(key)
-        values[key] = str(value) if value not in (None, "") else (known.default if known else "")
-    return values
+    return {key: _or_default(key, stored.get(key)) for key in keys}
 
 
 def set_value(key: str, value: str) -> str:

@@ -30,6 +30,19 @@ from tests.sandbox.fixtures_mail import *  # noqa: F403
 JOHN = "john@example.com"
 
 
+def _requested_groups(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The UIDs of every UID FETCH the connection sends from now on, in order."""
+    groups: list[list[int]] = []
+    real = ImapConnection._fetch_group
+
+    def spy(self: ImapConnection, group: list[int]) -> Iterator[FetchedMessage]:
+        groups.append(list(group))
+        return real(self, group)
+
+    monkeypatch.setattr(ImapConnection, "_fetch_group", spy)
+    return groups
+
+
 @dataclass
 class Target:
     """One server the contract runs against, with what is particular to it."""
@@ -182,14 +195,7 @@ class TestImapTransportContract:
         message comes back once, in UID order, whole."""
         raws = _messages(9, 1500) + _messages(1, 9000)
         target.server.populate(JOHN, raws)
-        groups: list[list[int]] = []
-        real = ImapConnection._fetch_group
-
-        def spy(self: ImapConnection, group: list[int]) -> Iterator[FetchedMessage]:
-            groups.append(list(group))
-            return real(self, group)
-
-        monkeypatch.setattr(ImapConnection, "_fetch_group", spy)
+        groups = _requested_groups(monkeypatch)
         with target.connect() as conn:
             conn.select("INBOX")
             uids = conn.uid_search_since(0)
@@ -209,20 +215,13 @@ class TestImapTransportContract:
         up to ``size``; every message still comes back once, in UID order."""
         target.server.populate(JOHN, _messages(12))
         monkeypatch.setattr(imap_module, "RAMP_START", 2)
-        groups: list[int] = []
-        real = ImapConnection._fetch_group
-
-        def spy(self: ImapConnection, group: list[int]) -> Iterator[FetchedMessage]:
-            groups.append(len(group))
-            return real(self, group)
-
-        monkeypatch.setattr(ImapConnection, "_fetch_group", spy)
+        requested = _requested_groups(monkeypatch)
         with target.connect() as conn:
             conn.select("INBOX")
             uids = conn.uid_search_since(0)
             fetched = list(conn.fetch_batch(uids, size=4))
         assert [m.uid for m in fetched] == sorted(uids)
-        assert groups == [2, 4, 4, 2]
+        assert [len(group) for group in requested] == [2, 4, 4, 2]
 
     def test_fetching_leaves_flags_alone_and_mark_seen_sets_only_what_it_is_asked(
         self, target: Target
