@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import IO, Any, cast
 
@@ -10,8 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from konvergo.services import intake, intake_parse
-from konvergo.store import checkpoint
+from konvergo.services import intake, worker
 from konvergo.store.models import IncomingServer
 
 
@@ -43,17 +41,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         server = find_server(options["server"])
         console = Console(file=cast(IO[str], self.stdout))  # OutputWrapper writes like a file
-        # A first fetch can be a whole mailbox: parse in a parser process, as the worker does,
-        # while this one reads and stores. It stops when the command exits.
-        try:
-            intake_parse.start_shared_parser()
-        except Exception:  # no process could be started: parsing stays in this process
-            logging.getLogger("konvergo.intake").exception("no parser process")
-        checkpoint.start()
+        # A first fetch can be a whole mailbox: start what the worker starts (the parser
+        # process, the WAL checkpointer, the TLS context) and stop it when the fetch ends.
+        started = worker.start_lifecycle()
         try:
             self._fetch(server, console, options)
         finally:
-            checkpoint.stop()  # then the last connection's close checkpoints what is left
+            worker.stop_lifecycle(started)
 
     def _fetch(self, server: IncomingServer, console: Console, options: dict[str, Any]) -> None:
         if options["watch"]:
