@@ -34,6 +34,9 @@ class Config:
     ca_bundle: Path | None
     listen: str
     worker_interval: float
+    #: PostgreSQL: prepare the queue's per-message statements once per connection. Off for
+    #: a pooler in transaction mode that cannot keep prepared statements (PgBouncer < 1.21).
+    database_prepared: bool = True
     #: Whether workers keep IDLE sessions open for servers that offer IDLE (else they poll).
     intake_idle: bool = True
     #: Dovecot binaries of the sandbox (Debian's paths by default).
@@ -130,6 +133,7 @@ def load(environ: os._Environ[str] | dict[str, str] | None = None) -> Config:
         ca_bundle=ca_bundle,
         listen=env.get("KONVERGO_LISTEN", "127.0.0.1:8069"),
         worker_interval=float(env.get("KONVERGO_WORKER_INTERVAL", "1.0")),
+        database_prepared=env.get("KONVERGO_DATABASE_PREPARED", "1").strip().lower() in TRUE_WORDS,
         intake_idle=env.get("KONVERGO_INTAKE_IDLE", "1").strip() != "0",
         dovecot=env.get("KONVERGO_DOVECOT", "/usr/sbin/dovecot"),
         doveadm=env.get("KONVERGO_DOVEADM", "/usr/bin/doveadm"),

@@ -28,8 +28,10 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, F, Min, Q, QuerySet
 from django.utils import timezone
 
@@ -141,23 +143,55 @@ _CLAIM_SQL = (
     "RETURNING id, envelope_from, recipients, attempts, message_id"
 )
 _BODIES_SQL = f"SELECT item_id, raw FROM {OutboxBody._meta.db_table} WHERE item_id IN ({{}})"  # noqa: S608
+# PostgreSQL: the claim and the bytes in one statement (a data-modifying CTE), one round trip.
+_CLAIM_PG_SQL = (
+    f"WITH claimed AS ({_CLAIM_SQL.format(lock=' FOR UPDATE SKIP LOCKED')}) "  # noqa: S608
+    "SELECT claimed.id, envelope_from, recipients, attempts, message_id, body.raw "
+    f"FROM claimed LEFT JOIN {OutboxBody._meta.db_table} body ON body.item_id = claimed.id"
+)
+_SERVER_SQL = (
+    "SELECT messages_per_minute, throttled_until, active "  # noqa: S608
+    f"FROM {OutgoingServer._meta.db_table} WHERE id = %s"
+)
+
+
+def pg_cursor(db: BaseDatabaseWrapper) -> Any:
+    """A server-side binding cursor on ``db``'s open PostgreSQL connection.
+
+    Django's own cursors bind on the client and never prepare; statements run through this
+    one with ``prepare=True`` are parsed and planned once per connection (unless
+    ``KONVERGO_DATABASE_PREPARED=0`` turned preparing off, for poolers that cannot keep them).
+    """
+    import psycopg
+
+    db.ensure_connection()
+    return psycopg.Cursor(db.connection)
 
 
 def _claim_rows(
     server_id: int, worker: str, count: int, now: dt.datetime, lease_until: dt.datetime
 ) -> list[Claimed]:
-    pg = connection.vendor == "postgresql"
-    sql = _CLAIM_SQL.format(lock=" FOR UPDATE SKIP LOCKED" if pg else "")
-    ops = connection.ops
-    at, until = ops.adapt_datetimefield_value(now), ops.adapt_datetimefield_value(lease_until)
-    params = [State.SENDING.value, worker, until, server_id, State.QUEUED.value, at, count]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-        if not rows:
-            return []
-        cursor.execute(_BODIES_SQL.format(", ".join(["%s"] * len(rows))), [r[0] for r in rows])
-        bodies = {pk: raw if isinstance(raw, bytes) else bytes(raw) for pk, raw in cursor}
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor == "postgresql":
+        pg_params = [State.SENDING.value, worker, lease_until, server_id, State.QUEUED.value, now]
+        with db.wrap_database_errors, pg_cursor(db) as cursor:
+            cursor.execute(_CLAIM_PG_SQL, [*pg_params, count], prepare=True)
+            fetched = cursor.fetchall()
+        rows = [row[:5] for row in fetched]
+        bodies = {row[0]: bytes(row[5]) for row in fetched if row[5] is not None}
+    else:
+        ops = db.ops
+        at, until = ops.adapt_datetimefield_value(now), ops.adapt_datetimefield_value(lease_until)
+        params = [State.SENDING.value, worker, until, server_id, State.QUEUED.value, at, count]
+        with db.cursor() as cursor:
+            cursor.execute(_CLAIM_SQL.format(lock=""), params)
+            rows = cursor.fetchall()
+            if not rows:
+                return []
+            cursor.execute(_BODIES_SQL.format(", ".join(["%s"] * len(rows))), [r[0] for r in rows])
+            bodies = {pk: raw if isinstance(raw, bytes) else bytes(raw) for pk, raw in cursor}
+    if not rows:
+        return []
     missing = [row[0] for row in rows if row[0] not in bodies]
     if missing:
         # A row saved without its message (no caller of ours does): fail it visibly rather
@@ -192,22 +226,41 @@ def claim(
     pg = connection.vendor == "postgresql"
     with _serialised(), transaction.atomic():
         now = timezone.now()
-        servers = OutgoingServer.objects.filter(pk=server_id)
-        if pg:
-            # Serialises claims of this server (not of others) so the rate budget is exact.
-            servers = servers.select_for_update()
-        server = servers.values("messages_per_minute", "throttled_until", "active").first()
-        if server is None or not server["active"]:
+        server = _server_row(server_id, pg, lock=False)
+        if pg and server is not None and server[0] > 0:
+            # A rate limit: serialise this server's claims (not others') so the budget is
+            # exact. Without one there is nothing to count, and claims need not wait in turn.
+            server = _server_row(server_id, pg, lock=True)
+        if server is None or not server[2]:
             return ClaimResult([])
-        if server["throttled_until"] and server["throttled_until"] > now:
-            return ClaimResult([], server["throttled_until"])
-        budget, wait = _rate_budget(server_id, server["messages_per_minute"], now, p)
+        per_minute, throttled_until, _ = server
+        if throttled_until and throttled_until > now:
+            return ClaimResult([], throttled_until)
+        budget, wait = _rate_budget(server_id, per_minute, now, p)
         count = min(limit, budget)
         if count <= 0:
             return ClaimResult([], wait)
         lease_until = now + dt.timedelta(seconds=p.lease_seconds)
         items = _claim_rows(server_id, worker, count, now, lease_until)
     return ClaimResult(items, wait)
+
+
+def _server_row(
+    server_id: int, pg: bool, *, lock: bool
+) -> tuple[int, dt.datetime | None, bool] | None:
+    """The server's ``(messages_per_minute, throttled_until, active)``, locked if asked."""
+    if not pg:
+        row = (
+            OutgoingServer.objects.filter(pk=server_id)
+            .values_list("messages_per_minute", "throttled_until", "active")
+            .first()
+        )
+        return None if row is None else (row[0], row[1], row[2])
+    db = connections[DEFAULT_DB_ALIAS]
+    with db.wrap_database_errors, pg_cursor(db) as cursor:
+        cursor.execute(_SERVER_SQL + (" FOR UPDATE" if lock else ""), [server_id], prepare=True)
+        found = cursor.fetchone()
+    return None if found is None else (found[0], found[1], found[2])
 
 
 def reclaim_slot(server_id: int, slot: int, policy: OutboxPolicy | None = None) -> int:
@@ -359,6 +412,10 @@ def mark_sent(item_id: int, worker: str, reply: str) -> bool:
     # The DB-API cursor itself: Django's wrapper (placeholder rewriting, error translation,
     # debug bookkeeping) costs more than this one-row UPDATE on SQLite.
     with _serialised(pg), db.wrap_database_errors:
+        if pg:
+            with pg_cursor(db) as pg_cur:
+                pg_cur.execute(sql, params, prepare=True)
+                return bool(pg_cur.rowcount == 1)
         cursor = db.connection.cursor()
         try:
             cursor.execute(sql, params)

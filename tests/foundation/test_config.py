@@ -64,3 +64,11 @@ def test_missing_ca_bundle_file_is_refused(tmp_path: Path) -> None:
     env = {"KONVERGO_VAR_DIR": str(tmp_path), "KONVERGO_CA_BUNDLE": str(tmp_path / "nope.pem")}
     with pytest.raises(ConfigurationError, match="KONVERGO_CA_BUNDLE"):
         load(env)
+
+
+def test_prepared_statements_are_on_unless_turned_off_for_a_pooler(tmp_path: Path) -> None:
+    """PostgreSQL statements are prepared by default; KONVERGO_DATABASE_PREPARED=0 turns it off."""
+    env = {"KONVERGO_VAR_DIR": str(tmp_path)}
+    assert load(env).database_prepared
+    assert not load({**env, "KONVERGO_DATABASE_PREPARED": "0"}).database_prepared
+    assert not load({**env, "KONVERGO_DATABASE_PREPARED": "false"}).database_prepared
