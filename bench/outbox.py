@@ -28,10 +28,13 @@ measured with raw smtplib in 30 threads; Konvergo both ways as above.
 
 ``--runs N`` repeats everything N times and reports the median of each figure.
 
-The sink (``tests/outbox/sink.py``, aiosmtpd) offers PIPELINING as Exchange Online does, and
-replies without Nagle's delay as asyncio's own listeners do. Konvergo pipelines MAIL, RCPT and
-DATA (one round trip instead of three); the raw smtplib ceiling and post-office do not, since
-smtplib has no pipelining: that is part of what is being compared.
+The sink (``tests/outbox/sink.py``, aiosmtpd) offers PIPELINING and CHUNKING as Exchange
+Online does, and replies without Nagle's delay as asyncio's own listeners do. Konvergo sends
+MAIL, RCPT and ``BDAT <size> LAST`` with the message in one write (one round trip instead of
+four, and the sink reads the message as one block instead of line by line); the raw smtplib
+ceiling and post-office use DATA command by command, since smtplib has neither extension:
+that is part of what is being compared. The 50 ms delay of scenario 2 applies to the end of
+each message either way (the final dot, or the last chunk).
 
 The sink runs in its own process so that it does not share the client's GIL (the machine has
 2 cores). Every database scenario runs in its own child process (Django is set up once per

@@ -279,6 +279,25 @@ def _envelope_failed(replies: list[SmtpReply], recipients: int) -> bool:
     return len(replies) == 1 + recipients and not any(r.code in (250, 251) for r in replies[1:])
 
 
+def _sorted_recipients(
+    recipients: Sequence[str], replies: Sequence[SmtpReply]
+) -> tuple[list[str], dict[str, SmtpReply]]:
+    """The recipients the server accepted, and the refused ones with their replies."""
+    accepted: list[str] = []
+    refused: dict[str, SmtpReply] = {}
+    for recipient, reply in zip(recipients, replies, strict=False):
+        if reply.code in (250, 251):
+            accepted.append(recipient)
+        else:
+            refused[recipient] = reply
+    return accepted, refused
+
+
+def _chunked(smtp: smtplib.SMTP) -> bool:
+    """Whether messages go as one ``BDAT ... LAST`` behind their envelope (RFC 3030)."""
+    return bool(smtp.has_extn("chunking") and smtp.has_extn("pipelining"))
+
+
 class SmtpConnection:
     """One SMTP session, opened on first use and reused for many messages.
 
@@ -463,6 +482,8 @@ class SmtpConnection:
         then: Submission | None = None,
     ) -> SendResult:
         smtp = self._require_open()
+        if self._primed is None and _chunked(smtp):
+            return self._transaction_chunked(smtp, envelope_from, recipients, data, commit)
         accepted, refused, _ = self._start_data(smtp, envelope_from, recipients, data, commit)
         payload = _dot_stuffed(data)
         try:
@@ -491,14 +512,74 @@ class SmtpConnection:
             raise self._failed(reply_failure(code, text, "data", server=self._server), reset=False)
         return SendResult(accepted=accepted, refused=refused, reply=SmtpReply(code, text))
 
+    def _transaction_chunked(
+        self,
+        smtp: smtplib.SMTP,
+        envelope_from: str,
+        recipients: list[str],
+        data: bytes,
+        commit: _Once,
+    ) -> SendResult:
+        """MAIL, RCPT and ``BDAT <size> LAST`` with the message, in one write.
+
+        On a server that offers CHUNKING (RFC 3030) and PIPELINING, as Exchange Online does:
+        no 354 to wait for, no dot-stuffing, and the server reads the message as one block of
+        known size instead of line by line. Only the message's last byte, which completes it
+        for the server, waits for ``commit``. A connection lost after the server's answer to
+        MAIL is reported at the DATA stage (the server may have taken the message), so the
+        message is never re-sent on a new connection within this call.
+        """
+        envelope = self._envelope(smtp, envelope_from, recipients, data, chunked=True)
+        wire = envelope.wire() + data
+        replies: list[SmtpReply] = []
+        try:
+            # A failed write never delivered the last byte, so the message is not taken:
+            # the MAIL stage, which send() may retry on a new connection.
+            if commit.pending:
+                self._write(smtp, "mail", wire[:-1])
+                commit()
+                wire = wire[-1:]
+            self._write(smtp, "mail", wire)
+            _quick_ack(smtp)
+            for stage in envelope.stages:
+                # The server answers MAIL before it reads the message: a connection that ends
+                # before that answer was closed before this message (an idle timeout), and
+                # send() may retry it on a new one. After it, the server may have the message.
+                code, text = self._command("data" if replies else "mail", smtp.getreply)
+                if code == 421:  # the server is closing the channel; nothing more comes
+                    raise reply_failure(code, text, stage, server=self._server)
+                replies.append(SmtpReply(code, text))
+        except BaseException:
+            self._discard()  # whether the server took the message is unknown: start afresh
+            raise
+        accepted, refused = _sorted_recipients(recipients, replies[1:-1])
+        failure: SmtpFailure | None = None
+        if replies[0].code != 250:
+            failure = reply_failure(replies[0].code, replies[0].text, "mail", server=self._server)
+        elif not accepted:
+            failure = self._all_refused(refused)
+        elif replies[-1].code != 250:
+            failure = reply_failure(replies[-1].code, replies[-1].text, "data", server=self._server)
+        if failure is not None:
+            # RSET: after a failed BDAT the transaction's state is undefined (RFC 3030 4.2).
+            raise self._failed(failure)
+        return SendResult(accepted=accepted, refused=refused, reply=replies[-1])
+
     def _envelope(
-        self, smtp: smtplib.SMTP, envelope_from: str, recipients: Sequence[str], data: bytes | None
+        self,
+        smtp: smtplib.SMTP,
+        envelope_from: str,
+        recipients: Sequence[str],
+        data: bytes | None,
+        *,
+        chunked: bool = False,
     ) -> _Envelope:
         options = self._mail_options(smtp, envelope_from, recipients, data)
         mail = " ".join([f"MAIL FROM:{_path(envelope_from, 'mail')}", *options])
         rcpt: list[Stage] = ["rcpt"] * len(recipients)
+        last = f"BDAT {len(data)} LAST" if chunked and data is not None else "DATA"
         return _Envelope(
-            (mail, *(f"RCPT TO:{_path(r, 'rcpt')}" for r in recipients), "DATA"),
+            (mail, *(f"RCPT TO:{_path(r, 'rcpt')}" for r in recipients), last),
             ("mail", *rcpt, "data"),
             "utf-8" if "SMTPUTF8" in options else "ascii",
         )
@@ -506,6 +587,10 @@ class SmtpConnection:
     def _prime(self, smtp: smtplib.SMTP, then: Submission | None) -> _Primed | None:
         """The next message's envelope to write behind this final dot, if it can be."""
         if then is None or not then.recipients or not smtp.has_extn("pipelining"):
+            return None
+        if _chunked(smtp):
+            # After a failed BDAT the transaction's state is undefined until RSET (RFC 3030
+            # 4.2): nothing may follow it unread. One write per message does as well here.
             return None
         data = normalize_line_endings(then.message)
         try:
@@ -563,13 +648,7 @@ class SmtpConnection:
             if not pipelined and _envelope_failed(replies, len(recipients)):
                 break
 
-        accepted: list[str] = []
-        refused: dict[str, SmtpReply] = {}
-        for recipient, reply in zip(recipients, replies[1:], strict=False):  # DATA may follow
-            if reply.code in (250, 251):
-                accepted.append(recipient)
-            else:
-                refused[recipient] = reply
+        accepted, refused = _sorted_recipients(recipients, replies[1:])  # DATA may follow
         failure: SmtpFailure | None = None
         if replies[0].code != 250:
             failure = reply_failure(replies[0].code, replies[0].text, "mail", server=self._server)

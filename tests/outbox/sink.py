@@ -4,8 +4,9 @@ It records what a mailbox provider would see: each accepted message with its env
 authenticated user, every Message-ID (to count duplicates), and how many sessions were open at
 once (Exchange's limit is per mailbox). ``script`` scripts the replies at the end of DATA, one
 entry per DATA (``None`` accepts, ``DROP`` hangs up without a reply); ``data_delay`` makes each
-DATA answer late, like a distant server. It offers PIPELINING as Exchange Online does
-(``pipelining=False`` for a server that does not).
+DATA answer late, like a distant server. It offers PIPELINING and CHUNKING (``BDAT``) as
+Exchange Online does (``pipelining=False`` or ``chunking=False`` for a server that does not);
+the script and the delay apply to the end of a message either way.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from tests.transports.smtp_servers import PipeliningEhlo
+from tests.transports.smtp_servers import Bdat, PipeliningEhlo
 
 HOST = "127.0.0.1"
 DROP = "DROP"
@@ -59,9 +60,10 @@ class SinkState:
 
 
 class _Handler(PipeliningEhlo):
-    def __init__(self, state: SinkState, pipelining: bool) -> None:
+    def __init__(self, state: SinkState, pipelining: bool, chunking: bool) -> None:
         self.state = state
         self.pipelining = pipelining
+        self.chunking = chunking
 
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
@@ -100,7 +102,7 @@ class _Handler(PipeliningEhlo):
         return "250 2.0.0 OK queued"
 
 
-class _SinkSMTP(SMTP):
+class _SinkSMTP(Bdat):
     def __init__(self, handler: _Handler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._sink = handler.state
@@ -162,18 +164,20 @@ class Sink:
         *,
         data_delay: float = 0.0,
         pipelining: bool = True,
+        chunking: bool = True,
     ) -> None:
         self.state = SinkState(passwords=dict(passwords or {}), data_delay=data_delay)
         kwargs: dict[str, Any] = {"server_hostname": "sink.konvergo.test"}
         if passwords:
             kwargs.update(
-                authenticator=_Handler(self.state, pipelining).authenticate, auth_required=True
+                authenticator=_Handler(self.state, pipelining, chunking).authenticate,
+                auth_required=True,
             )
         if tls is not None:
             kwargs.update(tls_context=tls, require_starttls=True, auth_require_tls=True)
         else:
             kwargs.update(auth_require_tls=False)
-        self.controller = _Controller(_Handler(self.state, pipelining), **kwargs)
+        self.controller = _Controller(_Handler(self.state, pipelining, chunking), **kwargs)
         self.port: int = self.controller.port
 
     def start(self) -> Sink:

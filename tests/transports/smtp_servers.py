@@ -85,9 +85,11 @@ class Behaviour:
 
 class PipeliningEhlo:
     """aiosmtpd handler part: offers PIPELINING (RFC 2920) in EHLO when ``pipelining`` is set,
-    as Exchange Online does (aiosmtpd reads pipelined commands but never offers it)."""
+    as Exchange Online does (aiosmtpd reads pipelined commands but never offers it), and
+    CHUNKING (RFC 3030) when ``chunking`` is set (the server must then have :class:`Bdat`)."""
 
     pipelining: bool = False
+    chunking: bool = False
 
     async def handle_EHLO(
         self,
@@ -100,7 +102,59 @@ class PipeliningEhlo:
         session.host_name = hostname
         if self.pipelining:
             responses.insert(-1, "250-PIPELINING")
+        if self.chunking:
+            responses.insert(-1, "250-CHUNKING")
         return responses
+
+
+class Bdat(SMTP):
+    """aiosmtpd server part: ``BDAT <size> [LAST]`` (RFC 3030), which aiosmtpd lacks.
+
+    Each chunk is read whole before anything is checked (the client sends it without waiting
+    for a reply); ``LAST`` hands the message to the handler's ``handle_DATA``, as DATA does.
+    After a refused chunk the transaction is refused until RSET, as RFC 3030 allows.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._chunks: list[bytes] = []
+        self._chunk_failed = False
+
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        self._chunks = []
+        self._chunk_failed = False
+
+    async def smtp_BDAT(self, arg: str) -> None:
+        words = arg.split() if arg else []
+        if not (1 <= len(words) <= 2 and words[0].isdigit()) or (
+            len(words) == 2 and words[1].upper() != "LAST"
+        ):
+            # The size is unknown, so the chunk cannot be skipped: the session is lost.
+            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
+            assert self.transport is not None
+            self.transport.close()
+            return
+        chunk = await self._reader.readexactly(int(words[0]))
+        last = len(words) == 2
+        assert self.envelope is not None
+        if await self.check_auth_needed("BDAT"):
+            self._chunk_failed = True
+            return
+        if self._chunk_failed or not self.envelope.rcpt_tos:
+            self._chunk_failed = True
+            await self.push("503 5.5.1 Error: need MAIL and RCPT, or RSET after a refused chunk")
+            return
+        self._chunks.append(chunk)
+        if not last:
+            await self.push(f"250 2.0.0 {len(chunk)} octets received")
+            return
+        content = b"".join(self._chunks)
+        self.envelope.original_content = content
+        self.envelope.content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
 
 class MailboxHandler(PipeliningEhlo):
@@ -229,7 +283,7 @@ class MailboxHandler(PipeliningEhlo):
         return "250 2.0.0 OK <queued@mx.konvergo.test>"
 
 
-class MailboxSMTP(SMTP):
+class MailboxSMTP(Bdat):
     """aiosmtpd's SMTP with room for real tokens and hooks the tests need."""
 
     def __init__(self, handler: MailboxHandler, *, command_limit: int, **kwargs: Any) -> None:
@@ -309,11 +363,13 @@ class SmtpTestServer:
         passwords: dict[str, str],
         command_limit: int = 12288,
         pipelining: bool = False,
+        chunking: bool = False,
     ) -> None:
         self.encryption = encryption
         self.host = HOST
         self.handler = MailboxHandler(tokens, passwords)
         self.handler.pipelining = pipelining
+        self.handler.chunking = chunking
         sock = bound_socket()
         self.port: int = sock.getsockname()[1]
         smtp_kwargs: dict[str, Any] = {
@@ -446,6 +502,12 @@ class _Lines:
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line + b"\n"
 
+    def read(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            self._fill(5)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
     def more_within(self, seconds: float) -> bool:
         """Whether more input is here already or arrives within ``seconds``."""
         return bool(self._buffer) or self._fill(seconds)
@@ -461,7 +523,9 @@ class PipeliningServer:
     list: one per message, the last one repeated). With ``hold_dot`` it answers a final dot
     only when the client's next command has arrived or ``hold_dot`` seconds have passed, and
     ``dot_followed`` tells, per message, whether the client had sent more before the reply.
-    It serves one connection after another.
+    It serves one connection after another. With ``chunking`` it also offers CHUNKING and
+    takes ``BDAT <size> LAST`` in place of DATA (``data_reply`` answers it; a message arrives
+    only if the chunk came in the same group as its envelope).
     """
 
     def __init__(
@@ -470,12 +534,14 @@ class PipeliningServer:
         data_reply: str | list[str] = "250 2.0.0 OK",
         *,
         hold_dot: float = 0.0,
+        chunking: bool = False,
     ):
         self.replies = {"MAIL": "250 2.1.0 Sender OK", "RCPT": "250 2.1.5 Recipient OK"}
         self.replies["DATA"] = "354 Start mail input; end with <CRLF>.<CRLF>"
         self.replies.update(replies or {})
         self.data_replies = [data_reply] if isinstance(data_reply, str) else list(data_reply)
         self.hold_dot = hold_dot
+        self.chunking = chunking
         self.host = HOST
         self._sock = bound_socket()
         self._sock.listen()
@@ -528,9 +594,27 @@ class PipeliningServer:
             self.commands.append(command)
             verb = command.split(" ", 1)[0].split(":", 1)[0].upper()
             if verb == "EHLO":
+                extensions = [
+                    "SIZE 1000000",
+                    "PIPELINING",
+                    *(["CHUNKING"] if self.chunking else []),
+                ]
+                lines = ["pipelining.konvergo.test", *extensions]
                 conn.sendall(
-                    b"250-pipelining.konvergo.test\r\n250-SIZE 1000000\r\n250 PIPELINING\r\n"
+                    "".join(
+                        f"250{'-' if i < len(lines) - 1 else ' '}{line}\r\n"
+                        for i, line in enumerate(lines)
+                    ).encode()
                 )
+            elif verb == "BDAT" and self.chunking:
+                self.envelope_arrived.set()
+                size = int(command.split()[1])
+                self.content_arriving.set()
+                self.bodies.append(reader.read(size))
+                self.content_arriving.clear()
+                answers = [self.replies[v] for v in group]
+                group = []
+                conn.sendall("".join(f"{a}\r\n" for a in [*answers, self._dot_reply()]).encode())
             elif verb in ("MAIL", "RCPT"):
                 group.append(verb)  # answered with the DATA that ends the group
             elif verb == "DATA":

@@ -76,12 +76,14 @@ class SmtpTransportContract:
     encryption: ClassVar[Encryption]
     #: Whether the server offers PIPELINING (Exchange Online does).
     pipelining: ClassVar[bool] = False
+    #: Whether it also offers CHUNKING, so messages go as BDAT (Exchange Online does).
+    chunking: ClassVar[bool] = False
     #: Where a certificate problem shows: in the TLS handshake of connect, or of STARTTLS.
     tls_stage: ClassVar[str]
 
     @pytest.fixture
     def server(self, start_server: Callable[..., SmtpTestServer]) -> SmtpTestServer:
-        return start_server(self.encryption, pipelining=self.pipelining)
+        return start_server(self.encryption, pipelining=self.pipelining, chunking=self.chunking)
 
     @pytest.fixture
     def connect(self, server: SmtpTestServer, ca_file: Path) -> Callable[..., SmtpConnection]:
@@ -576,6 +578,15 @@ class TestOverStartTlsPipelined(SmtpTransportContract):
     encryption = "starttls"
     tls_stage = "starttls"
     pipelining = True
+
+
+class TestOverStartTlsChunked(SmtpTransportContract):
+    """STARTTLS to a server that offers PIPELINING and CHUNKING, as smtp.office365.com does."""
+
+    encryption = "starttls"
+    tls_stage = "starttls"
+    pipelining = True
+    chunking = True
 
 
 class TestOverImplicitTls(SmtpTransportContract):

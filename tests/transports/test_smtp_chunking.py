@@ -1,0 +1,126 @@
+"""CHUNKING (RFC 3030) with PIPELINING, as smtp.office365.com offers both, on a scripted server.
+
+The server answers nothing until a ``BDAT`` chunk has arrived whole, so every message that
+gets through proves the client sent envelope and message in one group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from konvergo.transports.smtp import SmtpConnection, SmtpFailure, SmtpSettings, Submission
+from tests.transports.smtp_servers import PipeliningServer
+
+SENDER = "alice@konvergo.test"
+TO = ["bob@example.test", "carol@example.test"]
+# A line that starts with a dot, and one that is only a dot: DATA would have to double them.
+MESSAGE = b"From: alice@konvergo.test\r\nSubject: Dots\r\n\r\n.hidden\r\n.\r\nend\r\n"
+
+
+@pytest.fixture
+def start() -> Iterator[type[PipeliningServer]]:
+    started: list[PipeliningServer] = []
+
+    class Started(PipeliningServer):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs.setdefault("chunking", True)
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            started.append(self.start())
+
+    yield Started
+    for server in started:
+        server.stop()
+
+
+def connection_to(port: int) -> SmtpConnection:
+    return SmtpConnection(
+        SmtpSettings(host="127.0.0.1", port=port, encryption="none", auth=None, timeout=5)
+    )
+
+
+def test_sends_envelope_and_message_as_one_chunk_exactly_as_written(
+    start: type[PipeliningServer],
+) -> None:
+    """MAIL, each RCPT and BDAT go with the message's bytes at once, with no dot doubled."""
+    server = start()
+    with connection_to(server.port) as connection:
+        result = connection.send(SENDER, TO, MESSAGE)
+    assert result.accepted == TO and result.reply.code == 250
+    assert server.commands[1:5] == [
+        f"MAIL FROM:<{SENDER}> SIZE={len(MESSAGE)}",
+        f"RCPT TO:<{TO[0]}>",
+        f"RCPT TO:<{TO[1]}>",
+        f"BDAT {len(MESSAGE)} LAST",
+    ]
+    assert server.bodies == [MESSAGE]
+    assert "DATA" not in server.commands
+
+
+def test_records_the_previous_outcome_before_the_last_byte_of_the_message(
+    start: type[PipeliningServer],
+) -> None:
+    """The hook runs once the chunk is on its way, and before the server has it whole."""
+    server = start()
+    seen: list[tuple[bool, int]] = []
+
+    def before_commit() -> None:
+        seen.append((server.content_arriving.wait(3), len(server.bodies)))
+
+    with connection_to(server.port) as connection:
+        connection.send(SENDER, TO, MESSAGE, before_commit=before_commit)
+    assert seen == [(True, 0)]
+    assert server.bodies == [MESSAGE]
+
+
+def test_a_failing_before_commit_leaves_the_message_incomplete(
+    start: type[PipeliningServer],
+) -> None:
+    """When the hook raises, the chunk's last byte never goes and the connection is dropped."""
+    server = start()
+
+    def before_commit() -> None:
+        raise RuntimeError("the database is gone")
+
+    connection = connection_to(server.port)
+    with pytest.raises(RuntimeError):
+        connection.send(SENDER, TO, MESSAGE, before_commit=before_commit)
+    assert not connection.is_open
+    assert server.bodies == []
+
+
+def test_a_refused_message_is_reset_before_the_next_one(start: type[PipeliningServer]) -> None:
+    """After a refused chunk the transaction is undefined (RFC 3030): RSET, then the next."""
+    server = start(data_reply=["550 5.7.60 SMTP; Client does not have permissions", "250 OK"])
+    with connection_to(server.port) as connection:
+        with pytest.raises(SmtpFailure) as caught:
+            connection.send(SENDER, TO, MESSAGE, then=Submission(SENDER, TO, MESSAGE))
+        assert caught.value.stage == "data" and "5.7.60" in str(caught.value)
+        connection.send(SENDER, TO, MESSAGE)
+    verbs = [c.split(" ")[0].split(":")[0].upper() for c in server.commands[1:]]
+    assert verbs == ["MAIL", "RCPT", "RCPT", "BDAT", "RSET", "MAIL", "RCPT", "RCPT", "BDAT", "QUIT"]
+    assert len(server.bodies) == 2
+
+
+def test_a_refused_sender_is_reported_as_such_not_as_the_refused_chunk(
+    start: type[PipeliningServer],
+) -> None:
+    """The reply to MAIL decides, though every reply of the group was read in order."""
+    server = start(
+        replies={"MAIL": "550 5.7.1 Sender not allowed"}, data_reply="503 5.5.1 Need MAIL"
+    )
+    with connection_to(server.port) as connection, pytest.raises(SmtpFailure) as caught:
+        connection.send(SENDER, TO, MESSAGE)
+    assert caught.value.stage == "mail" and "5.7.1" in str(caught.value)
+
+
+def test_a_server_without_chunking_gets_data_with_dots_doubled(
+    start: type[PipeliningServer],
+) -> None:
+    """Without CHUNKING in EHLO the message goes by DATA, transparent as RFC 5321 requires."""
+    server = start(chunking=False)
+    with connection_to(server.port) as connection:
+        connection.send(SENDER, TO, MESSAGE)
+    assert "DATA" in server.commands
+    assert server.bodies == [MESSAGE.replace(b"\r\n.", b"\r\n..") + b".\r\n"]
