@@ -29,6 +29,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from konvergo.sandbox.bdat import Bdat
 from konvergo.sandbox.imap import is_exchange_audience, parse_xoauth2
 from konvergo.sandbox.loopthread import serve_in_thread
 from konvergo.sandbox.maildrop import INBOX, SENT_ITEMS, Maildrop
@@ -232,7 +233,7 @@ class _AuthDecision:
     mailbox: Mailbox | None = None
 
 
-class _ExchangeSMTP(SMTP):
+class _ExchangeSMTP(Bdat):
     """One connection. Overrides what Exchange says differently from aiosmtpd."""
 
     # Real tokens make AUTH lines of 2-4 KB (testing.md pitfall); applies to the read buffer.
@@ -293,8 +294,9 @@ class _ExchangeSMTP(SMTP):
             # Exchange offers AUTH only inside TLS.
             *(["AUTH LOGIN XOAUTH2"] if tls else []),
             "8BITMIME",
-            # Exchange also lists BINARYMIME and CHUNKING; aiosmtpd has no BDAT, so a
-            # client that used them would fail here and nowhere else: leave them out.
+            # Exchange also lists BINARYMIME, which would let a client declare binary
+            # content; this server does not check BODY=, so it does not claim it.
+            "CHUNKING",
             "SMTPUTF8",
         ]
         for line in lines[:-1]:

@@ -422,6 +422,9 @@ class SmtpConnection:
         envelope's round trip overlaps the server's work on this message. The next call must
         then send exactly that message, and reads those replies; any other call, or
         :meth:`close`, hangs up instead, since the server waits for that message's content.
+        A server that also offers CHUNKING (RFC 3030; Exchange Online does) gets each message
+        as one ``BDAT`` chunk written with its envelope instead: one round trip per message
+        without ``then``, which is then not used.
         """
         if not recipients:
             raise ValueError("send() needs at least one recipient.")

@@ -429,3 +429,42 @@ def test_recipient_past_the_per_message_limit_is_refused(
         refused = client.sendmail(JOHN, rcpts, make_message(JOHN, "a@external.test"))
     assert refused == {"c@external.test": (452, b"4.5.3 Too many recipients")}
     assert smtp_server.accepted[0].rcpt_tos == ("a@external.test", "b@external.test")
+
+
+def _bdat(client: smtplib.SMTP, sender: str, rcpt: str, message: bytes) -> tuple[int, bytes]:
+    """MAIL, RCPT and one ``BDAT <size> LAST`` chunk in one write; the chunk's reply."""
+    client.send(
+        f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nBDAT {len(message)} LAST\r\n".encode()
+        + message
+    )
+    assert client.getreply()[0] == 250 and client.getreply()[0] == 250
+    return client.getreply()
+
+
+def test_ehlo_offers_chunking_and_a_message_in_one_bdat_chunk_is_taken_as_is(
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
+) -> None:
+    """As Exchange Online, CHUNKING is offered and a BDAT message arrives byte for byte."""
+    message = make_message(JOHN, "x@external.test", body=".a line with a leading dot\n.\n")
+    with connect(smtp_server, sandbox_tls) as client:
+        assert "CHUNKING" in client.ehlo_resp.decode().splitlines()
+        auth(client, JOHN, mail_validator.mint_access_token(JOHN))
+        code, text = _bdat(client, JOHN, "x@external.test", message)
+    assert code == 250 and text.startswith(b"2.0.0 OK")
+    assert [m.raw for m in smtp_server.accepted] == [message]
+
+
+def test_send_as_is_refused_at_the_last_chunk_and_rset_clears_it(
+    smtp_server: ExchangeSmtpServer, sandbox_tls: SandboxTLS, mail_validator: IdentityPlatform
+) -> None:
+    """A From: of another mailbox gets SendAsDenied at BDAT LAST, as at the end of DATA."""
+    with connect(smtp_server, sandbox_tls) as client:
+        auth(client, JOHN, mail_validator.mint_access_token(JOHN))
+        code, text = _bdat(
+            client, JOHN, "x@external.test", make_message("boss@example.com", "x@external.test")
+        )
+        assert code == 554
+        assert re.fullmatch(SEND_AS_DENIED.format(sender=r"boss@example\.com"), text.decode())
+        assert client.rset()[0] == 250
+        code, _ = _bdat(client, JOHN, "x@external.test", make_message(JOHN, "x@external.test"))
+    assert code == 250 and len(smtp_server.accepted) == 1

@@ -27,6 +27,8 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from konvergo.sandbox.bdat import Bdat
+
 HOST = "127.0.0.1"
 SERVER_NAME = "mx.konvergo.test"
 
@@ -105,56 +107,6 @@ class PipeliningEhlo:
         if self.chunking:
             responses.insert(-1, "250-CHUNKING")
         return responses
-
-
-class Bdat(SMTP):
-    """aiosmtpd server part: ``BDAT <size> [LAST]`` (RFC 3030), which aiosmtpd lacks.
-
-    Each chunk is read whole before anything is checked (the client sends it without waiting
-    for a reply); ``LAST`` hands the message to the handler's ``handle_DATA``, as DATA does.
-    After a refused chunk the transaction is refused until RSET, as RFC 3030 allows.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._chunks: list[bytes] = []
-        self._chunk_failed = False
-
-    def _set_post_data_state(self) -> None:
-        super()._set_post_data_state()
-        self._chunks = []
-        self._chunk_failed = False
-
-    async def smtp_BDAT(self, arg: str) -> None:
-        words = arg.split() if arg else []
-        if not (1 <= len(words) <= 2 and words[0].isdigit()) or (
-            len(words) == 2 and words[1].upper() != "LAST"
-        ):
-            # The size is unknown, so the chunk cannot be skipped: the session is lost.
-            await self.push("501 5.5.4 Syntax: BDAT <size> [LAST]")
-            assert self.transport is not None
-            self.transport.close()
-            return
-        chunk = await self._reader.readexactly(int(words[0]))
-        last = len(words) == 2
-        assert self.envelope is not None
-        if await self.check_auth_needed("BDAT"):
-            self._chunk_failed = True
-            return
-        if self._chunk_failed or not self.envelope.rcpt_tos:
-            self._chunk_failed = True
-            await self.push("503 5.5.1 Error: need MAIL and RCPT, or RSET after a refused chunk")
-            return
-        self._chunks.append(chunk)
-        if not last:
-            await self.push(f"250 2.0.0 {len(chunk)} octets received")
-            return
-        content = b"".join(self._chunks)
-        self.envelope.original_content = content
-        self.envelope.content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
-        await self.push("250 OK" if status is MISSING else status)
 
 
 class MailboxHandler(PipeliningEhlo):
