@@ -30,9 +30,16 @@ class Bdat(SMTP):
         self._chunks = []
         self._chunk_failed = False
 
+    async def smtp_DATA(self, arg: str) -> None:
+        if self._chunks or self._chunk_failed:
+            # RFC 3030 2: DATA and BDAT cannot be mixed in one transaction.
+            await self.push("503 5.5.1 Error: BDAT already started this transaction; RSET")
+            return
+        await super().smtp_DATA(arg)
+
     async def smtp_BDAT(self, arg: str) -> None:
         words = arg.split() if arg else []
-        if not (1 <= len(words) <= 2 and words[0].isdigit()) or (
+        if not (1 <= len(words) <= 2 and words[0].isascii() and words[0].isdigit()) or (
             len(words) == 2 and words[1].upper() != "LAST"
         ):
             # The size is unknown, so the chunk cannot be skipped: the session is lost.
@@ -51,14 +58,15 @@ class Bdat(SMTP):
             await self.push("503 5.5.1 Error: need MAIL and RCPT, or RSET after a refused chunk")
             return
         self._chunks.append(chunk)
+        if self.data_size_limit and sum(map(len, self._chunks)) > self.data_size_limit:
+            self._chunk_failed = True
+            self._chunks = []
+            await self.push("552 5.3.4 Message size exceeds fixed maximum message size")
+            return
         if not last:
             await self.push(f"250 2.0.0 {len(chunk)} octets received")
             return
         content = b"".join(self._chunks)
-        if self.data_size_limit and len(content) > self.data_size_limit:
-            self._set_post_data_state()
-            await self.push("552 5.3.4 Message size exceeds fixed maximum message size")
-            return
         self.envelope.original_content = content
         self.envelope.content = content
         status = await self._call_handler_hook("DATA")

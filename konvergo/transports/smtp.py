@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import os
 import re
+import select
 import smtplib
 import socket
 import ssl
@@ -293,6 +294,30 @@ def _sorted_recipients(
     return accepted, refused
 
 
+def _size_limit(smtp: smtplib.SMTP) -> int:
+    """The message size the server announced in EHLO (``SIZE n``); 0 when none."""
+    value = smtp.esmtp_features.get("size", "").strip()
+    return int(value) if value.isascii() and value.isdigit() else 0
+
+
+def _peer_spoke_first(smtp: smtplib.SMTP) -> bool:
+    """Whether the server sent something unasked, or hung up, since its last reply.
+
+    Between transactions a server says nothing until spoken to; a readable socket means a
+    421 before closing (an idle timeout) or the end of the stream.
+    """
+    sock = smtp.sock
+    if sock is None:
+        return True
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 def _chunked(smtp: smtplib.SMTP) -> bool:
     """Whether messages go as one ``BDAT ... LAST`` behind their envelope (RFC 3030)."""
     return bool(smtp.has_extn("chunking") and smtp.has_extn("pipelining"))
@@ -528,10 +553,34 @@ class SmtpConnection:
         On a server that offers CHUNKING (RFC 3030) and PIPELINING, as Exchange Online does:
         no 354 to wait for, no dot-stuffing, and the server reads the message as one block of
         known size instead of line by line. Only the message's last byte, which completes it
-        for the server, waits for ``commit``. A connection lost after the server's answer to
-        MAIL is reported at the DATA stage (the server may have taken the message), so the
-        message is never re-sent on a new connection within this call.
+        for the server, waits for ``commit``.
+
+        A server may hold its replies to MAIL and RCPT until it has read the whole group (RFC
+        2920 4), so once the message is written a lost connection means the server may have
+        it: that is reported at the DATA stage and never re-sent within this call. A
+        connection the server closed while idle is therefore noticed before writing (its 421
+        or end of stream is already waiting), and send() reconnects for it.
         """
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"  # as the DATA path ends it, so both deliver the same bytes
+        limit = _size_limit(smtp)
+        if limit and len(data) > limit:
+            # SIZE= would have the server refuse at MAIL, but only after the upload.
+            raise SmtpPermanentError(
+                f"{STAGE_LABELS['mail']} failed on {self._server}: the message is {len(data)} "
+                f"bytes, more than the {limit} bytes the server accepts (SIZE in its EHLO). "
+                "Send fewer or smaller attachments.",
+                stage="mail",
+                server=self._server,
+            )
+        if _peer_spoke_first(smtp):
+            self._discard()
+            raise SmtpTemporaryError(
+                f"{STAGE_LABELS['mail']} failed: {self._server} closed the connection while "
+                "it was idle.",
+                stage="mail",
+                server=self._server,
+            )
         envelope = self._envelope(smtp, envelope_from, recipients, data, chunked=True)
         wire = envelope.wire() + data
         replies: list[SmtpReply] = []
@@ -544,13 +593,13 @@ class SmtpConnection:
                 wire = wire[-1:]
             self._write(smtp, "mail", wire)
             _quick_ack(smtp)
-            for stage in envelope.stages:
-                # The server answers MAIL before it reads the message: a connection that ends
-                # before that answer was closed before this message (an idle timeout), and
-                # send() may retry it on a new one. After it, the server may have the message.
-                code, text = self._command("data" if replies else "mail", smtp.getreply)
+            for _ in envelope.stages:
+                code, text = self._command("data", smtp.getreply)
                 if code == 421:  # the server is closing the channel; nothing more comes
-                    raise reply_failure(code, text, stage, server=self._server)
+                    # Refused at MAIL, nothing was taken; later, the message may have been.
+                    raise reply_failure(
+                        code, text, "mail" if not replies else "data", server=self._server
+                    )
                 replies.append(SmtpReply(code, text))
         except BaseException:
             self._discard()  # whether the server took the message is unknown: start afresh
@@ -564,7 +613,7 @@ class SmtpConnection:
         elif replies[-1].code != 250:
             failure = reply_failure(replies[-1].code, replies[-1].text, "data", server=self._server)
         if failure is not None:
-            # RSET: after a failed BDAT the transaction's state is undefined (RFC 3030 4.2).
+            # RSET: after a refused chunk the transaction's state is undefined (RFC 3030 2).
             raise self._failed(failure)
         return SendResult(accepted=accepted, refused=refused, reply=replies[-1])
 
@@ -590,10 +639,6 @@ class SmtpConnection:
     def _prime(self, smtp: smtplib.SMTP, then: Submission | None) -> _Primed | None:
         """The next message's envelope to write behind this final dot, if it can be."""
         if then is None or not then.recipients or not smtp.has_extn("pipelining"):
-            return None
-        if _chunked(smtp):
-            # After a failed BDAT the transaction's state is undefined until RSET (RFC 3030
-            # 4.2): nothing may follow it unread. One write per message does as well here.
             return None
         data = normalize_line_endings(then.message)
         try:

@@ -374,7 +374,8 @@ class SmtpTestServer:
         def close_all() -> None:
             for transport in transports:
                 transport.close()
-            done.set()
+            # close() closes the socket in a callback of its own: be done after it.
+            loop.call_soon(done.set)
 
         loop.call_soon_threadsafe(close_all)
         done.wait(5)
@@ -477,7 +478,8 @@ class PipeliningServer:
     ``dot_followed`` tells, per message, whether the client had sent more before the reply.
     It serves one connection after another. With ``chunking`` it also offers CHUNKING and
     takes ``BDAT <size> LAST`` in place of DATA (``data_reply`` answers it; a message arrives
-    only if the chunk came in the same group as its envelope).
+    only if the chunk came in the same group as its envelope; ``drop_after_chunk`` hangs up
+    after taking it, before any reply).
     """
 
     def __init__(
@@ -487,6 +489,7 @@ class PipeliningServer:
         *,
         hold_dot: float = 0.0,
         chunking: bool = False,
+        drop_after_chunk: bool = False,
     ):
         self.replies = {"MAIL": "250 2.1.0 Sender OK", "RCPT": "250 2.1.5 Recipient OK"}
         self.replies["DATA"] = "354 Start mail input; end with <CRLF>.<CRLF>"
@@ -494,6 +497,9 @@ class PipeliningServer:
         self.data_replies = [data_reply] if isinstance(data_reply, str) else list(data_reply)
         self.hold_dot = hold_dot
         self.chunking = chunking
+        #: Take a chunk's message, then hang up before any reply of its group (a server that
+        #: holds its replies until the group is read, RFC 2920 4, and then loses the line).
+        self.drop_after_chunk = drop_after_chunk
         self.host = HOST
         self._sock = bound_socket()
         self._sock.listen()
@@ -564,6 +570,8 @@ class PipeliningServer:
                 self.content_arriving.set()
                 self.bodies.append(reader.read(size))
                 self.content_arriving.clear()
+                if self.drop_after_chunk:
+                    return
                 answers = [self.replies[v] for v in group]
                 group = []
                 conn.sendall("".join(f"{a}\r\n" for a in [*answers, self._dot_reply()]).encode())

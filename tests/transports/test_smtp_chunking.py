@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from konvergo.transports.smtp import SmtpConnection, SmtpFailure, SmtpSettings, Submission
+from konvergo.transports.smtp_errors import SmtpPermanentError, SmtpTemporaryError
 from tests.transports.smtp_servers import PipeliningServer
 
 SENDER = "alice@konvergo.test"
@@ -124,3 +125,38 @@ def test_a_server_without_chunking_gets_data_with_dots_doubled(
         connection.send(SENDER, TO, MESSAGE)
     assert "DATA" in server.commands
     assert server.bodies == [MESSAGE.replace(b"\r\n.", b"\r\n..") + b".\r\n"]
+
+
+def test_a_connection_lost_after_the_message_went_out_is_never_retried_within_the_call(
+    start: type[PipeliningServer],
+) -> None:
+    """The server may have the message (it holds replies until the group is read): one copy."""
+    server = start(drop_after_chunk=True)
+    connection = connection_to(server.port)
+    with pytest.raises(SmtpTemporaryError) as caught:
+        connection.send(SENDER, TO, MESSAGE)
+    assert caught.value.stage == "data"
+    assert len(server.bodies) == 1 and server.connections == 1
+
+
+def test_a_message_over_the_announced_size_is_refused_before_it_is_uploaded(
+    start: type[PipeliningServer],
+) -> None:
+    """SIZE in EHLO is checked first: a message the server would refuse is not sent at all."""
+    server = start()
+    big = MESSAGE + b"x" * 1_000_000 + b"\r\n"
+    with connection_to(server.port) as connection, pytest.raises(SmtpPermanentError) as caught:
+        connection.send(SENDER, TO, big)
+    assert caught.value.stage == "mail" and "1000000 bytes" in str(caught.value)
+    assert server.bodies == [] and not any(c.startswith("MAIL") for c in server.commands)
+
+
+def test_a_message_without_a_final_line_break_gets_one_as_with_data(
+    start: type[PipeliningServer],
+) -> None:
+    """Both ways deliver the same bytes: a message is completed with CRLF when it lacks one."""
+    server = start()
+    with connection_to(server.port) as connection:
+        connection.send(SENDER, TO, MESSAGE + b"no line break")
+    assert server.bodies == [MESSAGE + b"no line break\r\n"]
+    assert server.commands[4] == f"BDAT {len(MESSAGE) + 15} LAST"
