@@ -35,7 +35,8 @@ class Config:
     listen: str
     worker_interval: float
     #: PostgreSQL: prepare the queue's per-message statements once per connection. Off for
-    #: a pooler in transaction mode that cannot keep prepared statements (PgBouncer < 1.21).
+    #: a pooler in transaction mode that cannot keep prepared statements (PgBouncer
+    #: before 1.22, or without ``max_prepared_statements``).
     database_prepared: bool = True
     #: Whether workers keep IDLE sessions open for servers that offer IDLE (else they poll).
     intake_idle: bool = True

@@ -28,7 +28,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -150,7 +150,7 @@ _CLAIM_PG_SQL = (
     f"FROM claimed LEFT JOIN {OutboxBody._meta.db_table} body ON body.item_id = claimed.id"
 )
 _SERVER_SQL = (
-    "SELECT messages_per_minute, throttled_until, active "  # noqa: S608
+    "SELECT messages_per_minute, throttled_until, active, max_sessions "  # noqa: S608
     f"FROM {OutgoingServer._meta.db_table} WHERE id = %s"
 )
 
@@ -168,10 +168,28 @@ def pg_cursor(db: BaseDatabaseWrapper) -> Any:
     return psycopg.Cursor(db.connection)
 
 
+class _Server(NamedTuple):
+    per_minute: int
+    throttled_until: dt.datetime | None
+    active: bool
+    max_sessions: int
+
+
+# How many of a server's rows are due, counted no further than a limit (the outbox_claim index).
+_DUE_SQL = (
+    f"SELECT COUNT(*) FROM (SELECT 1 FROM {_TABLE} WHERE server_id = %s AND state = %s "  # noqa: S608
+    "AND next_attempt_at <= %s LIMIT %s) due"
+)
+
+
 def _claim_rows(
-    server_id: int, worker: str, count: int, now: dt.datetime, lease_until: dt.datetime
+    db: BaseDatabaseWrapper,
+    server_id: int,
+    worker: str,
+    count: int,
+    now: dt.datetime,
+    lease_until: dt.datetime,
 ) -> list[Claimed]:
-    db = connections[DEFAULT_DB_ALIAS]
     if db.vendor == "postgresql":
         pg_params = [State.SENDING.value, worker, lease_until, server_id, State.QUEUED.value, now]
         with db.wrap_database_errors, pg_cursor(db) as cursor:
@@ -221,46 +239,86 @@ def _claim_rows(
 def claim(
     server_id: int, worker: str, limit: int, policy: OutboxPolicy | None = None
 ) -> ClaimResult:
-    """Move up to ``limit`` due rows of ``server_id`` to ``sending`` for ``worker``."""
+    """Move up to ``limit`` due rows of ``server_id`` to ``sending`` for ``worker``.
+
+    A server without a per-minute limit has nothing to count: one statement takes its rows
+    (with SKIP LOCKED on PostgreSQL), and on SQLite only that statement waits for the single
+    writer's turn. With a limit, the budget and the claim share one transaction that
+    serialises the server's claims (the server row's lock on PostgreSQL, the single writer
+    on SQLite), so the budget holds across every worker.
+    """
     p = policy or POLICY
-    pg = connection.vendor == "postgresql"
-    with _serialised(), transaction.atomic():
-        now = timezone.now()
-        server = _server_row(server_id, pg, lock=False)
-        if pg and server is not None and server[0] > 0:
-            # A rate limit: serialise this server's claims (not others') so the budget is
-            # exact. Without one there is nothing to count, and claims need not wait in turn.
-            server = _server_row(server_id, pg, lock=True)
-        if server is None or not server[2]:
-            return ClaimResult([])
-        per_minute, throttled_until, _ = server
-        if throttled_until and throttled_until > now:
-            return ClaimResult([], throttled_until)
-        budget, wait = _rate_budget(server_id, per_minute, now, p)
-        count = min(limit, budget)
-        if count <= 0:
-            return ClaimResult([], wait)
-        lease_until = now + dt.timedelta(seconds=p.lease_seconds)
-        items = _claim_rows(server_id, worker, count, now, lease_until)
-    return ClaimResult(items, wait)
-
-
-def _server_row(
-    server_id: int, pg: bool, *, lock: bool
-) -> tuple[int, dt.datetime | None, bool] | None:
-    """The server's ``(messages_per_minute, throttled_until, active)``, locked if asked."""
-    if not pg:
-        row = (
-            OutgoingServer.objects.filter(pk=server_id)
-            .values_list("messages_per_minute", "throttled_until", "active")
-            .first()
-        )
-        return None if row is None else (row[0], row[1], row[2])
     db = connections[DEFAULT_DB_ALIAS]
-    with db.wrap_database_errors, pg_cursor(db) as cursor:
-        cursor.execute(_SERVER_SQL + (" FOR UPDATE" if lock else ""), [server_id], prepare=True)
-        found = cursor.fetchone()
-    return None if found is None else (found[0], found[1], found[2])
+    pg = db.vendor == "postgresql"
+    server = _server_row(db, server_id, lock=False)
+    if server is None or server.per_minute <= 0:
+        with _serialised(pg):
+            return _claim_for(db, server, server_id, worker, limit, p)
+    with _serialised(pg), transaction.atomic():
+        return _claim_for(db, _server_row(db, server_id, lock=pg), server_id, worker, limit, p)
+
+
+def _claim_for(
+    db: BaseDatabaseWrapper,
+    server: _Server | None,
+    server_id: int,
+    worker: str,
+    limit: int,
+    policy: OutboxPolicy,
+) -> ClaimResult:
+    now = timezone.now()
+    if server is None or not server.active:
+        return ClaimResult([])
+    if server.throttled_until and server.throttled_until > now:
+        return ClaimResult([], server.throttled_until)
+    budget, wait = _rate_budget(server_id, server.per_minute, now, policy)
+    count = min(limit, budget)
+    if count <= 0:
+        return ClaimResult([], wait)
+    if count > 1 and server.max_sessions > 1:
+        count = _fair_share(db, server_id, count, server.max_sessions, now)
+    lease_until = now + dt.timedelta(seconds=policy.lease_seconds)
+    return ClaimResult(_claim_rows(db, server_id, worker, count, now, lease_until), wait)
+
+
+def _fair_share(
+    db: BaseDatabaseWrapper, server_id: int, count: int, sessions: int, now: dt.datetime
+) -> int:
+    """At most ``count`` rows, and no more than one session's share of what is due.
+
+    When little is left, a session that took a whole batch would still be sending it alone
+    while the server's other sessions have nothing left: the queue takes as long to empty as
+    that last batch. Shares keep a server's sessions finishing together.
+    """
+    cap = count * sessions
+    at = now if db.vendor == "postgresql" else db.ops.adapt_datetimefield_value(now)
+    with db.cursor() as cursor:
+        cursor.execute(_DUE_SQL, [server_id, State.QUEUED.value, at, cap])
+        row = cursor.fetchone()
+    due = int(row[0]) if row else 0
+    return max(1, min(count, -(-due // sessions)))
+
+
+def _server_row(db: BaseDatabaseWrapper, server_id: int, *, lock: bool) -> _Server | None:
+    """The server's rate limit, pause and state; its row locked if asked (PostgreSQL)."""
+    if db.vendor == "postgresql":
+        with db.wrap_database_errors, pg_cursor(db) as cursor:
+            # NO KEY: mail being queued for the server (a foreign key to it) need not wait.
+            lock_clause = " FOR NO KEY UPDATE" if lock else ""
+            cursor.execute(_SERVER_SQL + lock_clause, [server_id], prepare=True)
+            found = cursor.fetchone()
+    else:
+        with db.cursor() as cursor:
+            cursor.execute(_SERVER_SQL, [server_id])
+            found = cursor.fetchone()
+    if found is None:
+        return None
+    per_minute, throttled_until, active, max_sessions = found
+    if isinstance(throttled_until, str):
+        throttled_until = dt.datetime.fromisoformat(throttled_until)
+    if throttled_until is not None and throttled_until.tzinfo is None:
+        throttled_until = throttled_until.replace(tzinfo=dt.UTC)  # stored in UTC (USE_TZ)
+    return _Server(int(per_minute), throttled_until, bool(active), int(max_sessions))
 
 
 def reclaim_slot(server_id: int, slot: int, policy: OutboxPolicy | None = None) -> int:
