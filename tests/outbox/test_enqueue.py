@@ -139,3 +139,17 @@ def test_enqueue_many_returns_saved_rows_equal_to_what_the_database_holds(notifi
     assert items[1].recipients == ["C.Two@customer.test"]
     assert b'\r\nTo: "Client" <C.Two@customer.test>\r\n' in bytes(items[1].raw)
     assert b"\r\nTo: c@customer.test\r\n" in bytes(items[0].raw)
+
+
+def test_the_stored_message_is_the_built_one_byte_for_byte(notifications) -> None:
+    """What the database keeps of 8-bit text and a binary attachment is exactly what was built."""
+    items = outbox.enqueue_many(
+        [
+            mail(text="Grüße aus Köln — ☃\n" * 50),
+            mail(
+                attachments=[("all-bytes.bin", bytes(range(256)) * 40, "application/octet-stream")]
+            ),
+        ]
+    )
+    for item in items:
+        assert bytes(OutboxItem.objects.get(pk=item.pk).raw) == bytes(item.raw)
