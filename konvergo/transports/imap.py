@@ -19,7 +19,6 @@ import datetime as dt
 import imaplib
 import itertools
 import re
-import select as select_module
 import socket
 import ssl
 import time
@@ -40,6 +39,7 @@ from konvergo.transports.imap_errors import (
     oserror_failure,
     reply_failure,
 )
+from konvergo.transports.sockets import readable
 
 __all__ = [
     "FetchedMessage",
@@ -449,13 +449,8 @@ class ImapConnection:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-            if not pending:
-                if remaining <= 0:
-                    return False
-                readable, _, _ = select_module.select([sock], [], [], remaining)
-                if not readable:
-                    return False
+            if not readable(sock, remaining):
+                return False
             line = imap._get_line()  # type: ignore[attr-defined]
             if line.startswith(b"* BYE"):
                 raise self._reply_failure("idle")

@@ -21,7 +21,6 @@ import ipaddress
 import logging
 import os
 import re
-import select
 import smtplib
 import socket
 import ssl
@@ -47,6 +46,7 @@ from konvergo.transports.smtp_errors import (
     exception_failure,
     reply_failure,
 )
+from konvergo.transports.sockets import readable
 
 __all__ = [
     "ConnectionTestResult",
@@ -309,13 +309,10 @@ def _peer_spoke_first(smtp: smtplib.SMTP) -> bool:
     sock = smtp.sock
     if sock is None:
         return True
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        return readable(sock, 0)
     except (OSError, ValueError):
-        return True
-    return bool(readable)
+        return False  # cannot tell: the write and its replies will
 
 
 def _chunked(smtp: smtplib.SMTP) -> bool:
