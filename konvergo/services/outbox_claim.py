@@ -150,7 +150,7 @@ _CLAIM_PG_SQL = (
     f"FROM claimed LEFT JOIN {OutboxBody._meta.db_table} body ON body.item_id = claimed.id"
 )
 _SERVER_SQL = (
-    "SELECT messages_per_minute, throttled_until, active, max_sessions "  # noqa: S608
+    "SELECT messages_per_minute, throttled_until, active "  # noqa: S608
     f"FROM {OutgoingServer._meta.db_table} WHERE id = %s"
 )
 
@@ -172,7 +172,6 @@ class _Server(NamedTuple):
     per_minute: int
     throttled_until: dt.datetime | None
     active: bool
-    max_sessions: int
 
 
 # How many of a server's rows are due, counted no further than a limit (the outbox_claim index).
@@ -237,25 +236,36 @@ def _claim_rows(
 
 
 def claim(
-    server_id: int, worker: str, limit: int, policy: OutboxPolicy | None = None
+    server_id: int,
+    worker: str,
+    limit: int,
+    policy: OutboxPolicy | None = None,
+    *,
+    sessions: int = 1,
 ) -> ClaimResult:
     """Move up to ``limit`` due rows of ``server_id`` to ``sending`` for ``worker``.
 
-    A server without a per-minute limit has nothing to count: one statement takes its rows
-    (with SKIP LOCKED on PostgreSQL), and on SQLite only that statement waits for the single
-    writer's turn. With a limit, the budget and the claim share one transaction that
-    serialises the server's claims (the server row's lock on PostgreSQL, the single writer
-    on SQLite), so the budget holds across every worker.
+    ``sessions`` is how many sessions of this server the caller runs: a claim takes no more
+    than one session's share of what is due (see :func:`_fair_share`).
+
+    On PostgreSQL a server without a per-minute limit has nothing to count: one statement
+    (a claim with SKIP LOCKED) takes its rows, and claims of its sessions do not wait for
+    each other. With a limit, the budget and the claim share one transaction holding the
+    server row's lock, so the budget holds across every worker. On SQLite every claim is one
+    short IMMEDIATE transaction in the single writer's turn, which serialises claims anyway.
     """
     p = policy or POLICY
     db = connections[DEFAULT_DB_ALIAS]
-    pg = db.vendor == "postgresql"
-    server = _server_row(db, server_id, lock=False)
-    if server is None or server.per_minute <= 0:
-        with _serialised(pg):
-            return _claim_for(db, server, server_id, worker, limit, p)
-    with _serialised(pg), transaction.atomic():
-        return _claim_for(db, _server_row(db, server_id, lock=pg), server_id, worker, limit, p)
+    if db.vendor == "postgresql":
+        server = _server_row(db, server_id, lock=False)
+        if server is None or server.per_minute <= 0:
+            return _claim_for(db, server, server_id, worker, limit, sessions, p)
+        with transaction.atomic():
+            server = _server_row(db, server_id, lock=True)
+            return _claim_for(db, server, server_id, worker, limit, sessions, p)
+    with _serialised(False), transaction.atomic():
+        server = _server_row(db, server_id, lock=False)
+        return _claim_for(db, server, server_id, worker, limit, sessions, p)
 
 
 def _claim_for(
@@ -264,6 +274,7 @@ def _claim_for(
     server_id: int,
     worker: str,
     limit: int,
+    sessions: int,
     policy: OutboxPolicy,
 ) -> ClaimResult:
     now = timezone.now()
@@ -275,8 +286,8 @@ def _claim_for(
     count = min(limit, budget)
     if count <= 0:
         return ClaimResult([], wait)
-    if count > 1 and server.max_sessions > 1:
-        count = _fair_share(db, server_id, count, server.max_sessions, now)
+    if count > 1 and sessions > 1:
+        count = _fair_share(db, server_id, count, sessions, now)
     lease_until = now + dt.timedelta(seconds=policy.lease_seconds)
     return ClaimResult(_claim_rows(db, server_id, worker, count, now, lease_until), wait)
 
@@ -313,12 +324,12 @@ def _server_row(db: BaseDatabaseWrapper, server_id: int, *, lock: bool) -> _Serv
             found = cursor.fetchone()
     if found is None:
         return None
-    per_minute, throttled_until, active, max_sessions = found
+    per_minute, throttled_until, active = found
     if isinstance(throttled_until, str):
         throttled_until = dt.datetime.fromisoformat(throttled_until)
     if throttled_until is not None and throttled_until.tzinfo is None:
         throttled_until = throttled_until.replace(tzinfo=dt.UTC)  # stored in UTC (USE_TZ)
-    return _Server(int(per_minute), throttled_until, bool(active), int(max_sessions))
+    return _Server(int(per_minute), throttled_until, bool(active))
 
 
 def reclaim_slot(server_id: int, slot: int, policy: OutboxPolicy | None = None) -> int:

@@ -217,6 +217,11 @@ class Dispatcher:
         with self._lock:
             return [t for threads in self._sessions.values() for t in threads]
 
+    def _running(self, server_id: int) -> int:
+        """Sessions of ``server_id`` this process runs now (1 when run inline)."""
+        with self._lock:
+            return max(1, sum(1 for t in self._sessions.get(server_id, []) if t.is_alive()))
+
     def _alive(self) -> bool:
         return any(t.is_alive() for t in self._threads())
 
@@ -305,7 +310,9 @@ class Dispatcher:
             server = OutgoingServer.objects.get(pk=server_id)
             limit = self.policy.batch_size
             while not self._stop.is_set():
-                result = store.claim(server_id, worker, limit, self.policy)
+                result = store.claim(
+                    server_id, worker, limit, self.policy, sessions=self._running(server_id)
+                )
                 if not result.items:
                     if result.wait_until is None:
                         break
