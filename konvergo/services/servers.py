@@ -70,8 +70,18 @@ def clean_outgoing(server: OutgoingServer, new_password: str) -> None:
     if not 0 < server.smtp_port < 65536:
         raise ValidationFailed("smtp_port", "The SMTP Port must be between 1 and 65535.")
     routing.parse_filter(server.from_filter)  # raises ValidationFailed("from_filter", ...)
-    if server.max_sessions < 1 or server.messages_per_minute < 1:
-        raise ValidationFailed("max_sessions", "Session and rate limits must be at least 1.")
+    if server.max_sessions < 1:
+        raise ValidationFailed("max_sessions", "Concurrent SMTP sessions must be at least 1.")
+    # 0 is "no limit", for a relay of your own; Exchange Online delays mail beyond 30 a minute
+    # per mailbox, so an Outlook server always counts.
+    if server.messages_per_minute < 0 or (
+        server.messages_per_minute == 0 and server.auth_type == OutgoingServer.Auth.OUTLOOK
+    ):
+        raise ValidationFailed(
+            "messages_per_minute",
+            "Messages per minute must be at least 1 for an Outlook server (Exchange Online "
+            "accepts 30 a minute per mailbox); 0 means no limit, for other servers only.",
+        )
 
 
 def clean_incoming(server: IncomingServer, new_password: str) -> None:

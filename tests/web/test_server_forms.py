@@ -112,3 +112,21 @@ def test_fetch_now_reports_a_sentence_not_a_data_dump(admin_client: Client) -> N
     assert ok and text == "Fetched 3 new message(s), 1 already stored."
     Result.error, Result.fix = "NO AUTHENTICATE failed.", "Reconnect"
     assert _describe(Result()) == (False, "NO AUTHENTICATE failed. — Fix: Reconnect")
+
+
+def test_no_per_minute_limit_is_for_a_relay_of_your_own_not_for_outlook(
+    admin_client: Client,
+) -> None:
+    """0 messages per minute means no limit on a password server; Outlook servers must count."""
+    page = _save(admin_client, messages_per_minute="0").content.decode()
+    assert "at least 1 for an Outlook server" in page and not OutgoingServer.objects.exists()
+    relay = {
+        "auth_type": "login",
+        "smtp_host": "relay.example.com",
+        "username": "relay",
+        "password": "secret",
+        "from_filter": "example.com",
+        "messages_per_minute": "0",
+    }
+    assert _save(admin_client, **relay).status_code == 302
+    assert OutgoingServer.objects.get().messages_per_minute == 0
