@@ -601,14 +601,7 @@ class SmtpConnection:
         except BaseException:
             self._discard()  # whether the server took the message is unknown: start afresh
             raise
-        accepted, refused = _sorted_recipients(recipients, replies[1:-1])
-        failure: SmtpFailure | None = None
-        if replies[0].code != 250:
-            failure = reply_failure(replies[0].code, replies[0].text, "mail", server=self._server)
-        elif not accepted:
-            failure = self._all_refused(refused)
-        elif replies[-1].code != 250:
-            failure = reply_failure(replies[-1].code, replies[-1].text, "data", server=self._server)
+        accepted, refused, failure = self._judged(recipients, replies, 250)
         if failure is not None:
             # RSET: after a refused chunk the transaction's state is undefined (RFC 3030 2).
             raise self._failed(failure)
@@ -693,14 +686,7 @@ class SmtpConnection:
             if not pipelined and _envelope_failed(replies, len(recipients)):
                 break
 
-        accepted, refused = _sorted_recipients(recipients, replies[1:])  # DATA may follow
-        failure: SmtpFailure | None = None
-        if replies[0].code != 250:
-            failure = reply_failure(replies[0].code, replies[0].text, "mail", server=self._server)
-        elif not accepted:
-            failure = self._all_refused(refused)
-        elif replies[-1].code != 354:
-            failure = reply_failure(replies[-1].code, replies[-1].text, "data", server=self._server)
+        accepted, refused, failure = self._judged(recipients, replies, 354)
         if failure is not None:
             if len(replies) == len(commands) and replies[-1].code == 354:
                 # A pipelined DATA the server accepted although the envelope failed (RFC 2920
@@ -712,6 +698,22 @@ class SmtpConnection:
                     self._discard()  # the envelope's failure is the one to report
             raise self._failed(failure)
         return accepted, refused, replies[-1]
+
+    def _judged(
+        self, recipients: Sequence[str], replies: Sequence[SmtpReply], expected: int
+    ) -> tuple[list[str], dict[str, SmtpReply], SmtpFailure | None]:
+        """A group's replies (MAIL, each RCPT, then DATA or BDAT, which ``expected`` answers):
+        the accepted and refused recipients, and the failure they add up to, if any. The
+        group may have stopped early (sent command by command): the last reply read counts."""
+        accepted, refused = _sorted_recipients(recipients, replies[1 : 1 + len(recipients)])
+        failure: SmtpFailure | None = None
+        if replies[0].code != 250:
+            failure = reply_failure(replies[0].code, replies[0].text, "mail", server=self._server)
+        elif not accepted:
+            failure = self._all_refused(refused)
+        elif replies[-1].code != expected:
+            failure = reply_failure(replies[-1].code, replies[-1].text, "data", server=self._server)
+        return accepted, refused, failure
 
     def _all_refused(self, refused: dict[str, SmtpReply]) -> SmtpFailure:
         # If any recipient was refused only temporarily, a retry may still deliver to it, so

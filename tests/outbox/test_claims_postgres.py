@@ -10,8 +10,9 @@ import psycopg
 import pytest
 from django.db import OperationalError, connection
 
-from konvergo.services import outbox, outbox_claim
+from konvergo.services import outbox_claim
 from konvergo.store.models import OutboxItem, OutgoingServer
+from tests.outbox.test_claims import queue
 
 pytestmark = [
     pytest.mark.skipif(
@@ -20,18 +21,6 @@ pytestmark = [
     ),
     pytest.mark.django_db(transaction=True),
 ]
-
-
-def queue(count: int) -> list[OutboxItem]:
-    return outbox.enqueue_many(
-        {
-            "from_": "notifications@example.com",
-            "to": "c@customer.test",
-            "subject": f"m{i}",
-            "text": "x",
-        }
-        for i in range(count)
-    )
 
 
 @pytest.fixture

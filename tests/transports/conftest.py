@@ -11,7 +11,7 @@ import pytest
 import trustme
 
 from konvergo.transports.auth import PasswordAuth, XOAuth2Auth
-from tests.transports.smtp_servers import CannedServer, Encryption, SmtpTestServer
+from tests.transports.smtp_servers import CannedServer, Encryption, PipeliningServer, SmtpTestServer
 
 USER = "alice@konvergo.test"
 PASSWORD = "correct horse battery staple"
@@ -90,6 +90,21 @@ def start_canned() -> Iterator[Callable[..., CannedServer]]:
 
     def start(greeting: bytes | None, **options: Any) -> CannedServer:
         server = CannedServer(greeting, **options).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def start_scripted() -> Iterator[Callable[..., PipeliningServer]]:
+    """Start scripted pipelining servers (stopped after the test); options as PipeliningServer's."""
+    started: list[PipeliningServer] = []
+
+    def start(*args: Any, **options: Any) -> PipeliningServer:
+        server = PipeliningServer(*args, **options).start()
         started.append(server)
         return server
 

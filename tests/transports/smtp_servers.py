@@ -28,6 +28,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from konvergo.sandbox.bdat import Bdat
+from konvergo.transports.smtp import SmtpConnection, SmtpSettings
 
 HOST = "127.0.0.1"
 SERVER_NAME = "mx.konvergo.test"
@@ -599,3 +600,10 @@ class PipeliningServer:
                 return
             else:  # RSET, NOOP
                 conn.sendall(b"250 2.0.0 OK\r\n")
+
+
+def connection_to(port: int) -> SmtpConnection:
+    """A client for a plain-TCP test server on 127.0.0.1, without authentication."""
+    return SmtpConnection(
+        SmtpSettings(host=HOST, port=port, encryption="none", auth=None, timeout=5)
+    )

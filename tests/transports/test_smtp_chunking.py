@@ -6,43 +6,31 @@ gets through proves the client sent envelope and message in one group.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable
 
 import pytest
 
-from konvergo.transports.smtp import SmtpConnection, SmtpFailure, SmtpSettings, Submission
+from konvergo.transports.smtp import SmtpFailure, Submission
 from konvergo.transports.smtp_errors import SmtpPermanentError, SmtpTemporaryError
-from tests.transports.smtp_servers import PipeliningServer
+from tests.transports.smtp_servers import PipeliningServer, connection_to
 
 SENDER = "alice@konvergo.test"
 TO = ["bob@example.test", "carol@example.test"]
 # A line that starts with a dot, and one that is only a dot: DATA would have to double them.
 MESSAGE = b"From: alice@konvergo.test\r\nSubject: Dots\r\n\r\n.hidden\r\n.\r\nend\r\n"
 
+Start = Callable[..., PipeliningServer]
+
 
 @pytest.fixture
-def start() -> Iterator[type[PipeliningServer]]:
-    started: list[PipeliningServer] = []
-
-    class Started(PipeliningServer):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            kwargs.setdefault("chunking", True)
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-            started.append(self.start())
-
-    yield Started
-    for server in started:
-        server.stop()
-
-
-def connection_to(port: int) -> SmtpConnection:
-    return SmtpConnection(
-        SmtpSettings(host="127.0.0.1", port=port, encryption="none", auth=None, timeout=5)
-    )
+def start(start_scripted: Start) -> Start:
+    """Scripted servers that offer CHUNKING unless told otherwise."""
+    return functools.partial(start_scripted, chunking=True)
 
 
 def test_sends_envelope_and_message_as_one_chunk_exactly_as_written(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """MAIL, each RCPT and BDAT go with the message's bytes at once, with no dot doubled."""
     server = start()
@@ -60,7 +48,7 @@ def test_sends_envelope_and_message_as_one_chunk_exactly_as_written(
 
 
 def test_records_the_previous_outcome_before_the_last_byte_of_the_message(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """The hook runs once the chunk is on its way, and before the server has it whole."""
     server = start()
@@ -76,7 +64,7 @@ def test_records_the_previous_outcome_before_the_last_byte_of_the_message(
 
 
 def test_a_failing_before_commit_leaves_the_message_incomplete(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """When the hook raises, the chunk's last byte never goes and the connection is dropped."""
     server = start()
@@ -91,7 +79,9 @@ def test_a_failing_before_commit_leaves_the_message_incomplete(
     assert server.bodies == []
 
 
-def test_a_refused_message_is_reset_before_the_next_one(start: type[PipeliningServer]) -> None:
+def test_a_refused_message_is_reset_before_the_next_one(
+    start: Start,
+) -> None:
     """After a refused chunk the transaction is undefined (RFC 3030): RSET, then the next."""
     server = start(data_reply=["550 5.7.60 SMTP; Client does not have permissions", "250 OK"])
     with connection_to(server.port) as connection:
@@ -105,7 +95,7 @@ def test_a_refused_message_is_reset_before_the_next_one(start: type[PipeliningSe
 
 
 def test_a_refused_sender_is_reported_as_such_not_as_the_refused_chunk(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """The reply to MAIL decides, though every reply of the group was read in order."""
     server = start(
@@ -117,7 +107,7 @@ def test_a_refused_sender_is_reported_as_such_not_as_the_refused_chunk(
 
 
 def test_a_server_without_chunking_gets_data_with_dots_doubled(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """Without CHUNKING in EHLO the message goes by DATA, transparent as RFC 5321 requires."""
     server = start(chunking=False)
@@ -128,7 +118,7 @@ def test_a_server_without_chunking_gets_data_with_dots_doubled(
 
 
 def test_a_connection_lost_after_the_message_went_out_is_never_retried_within_the_call(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """The server may have the message (it holds replies until the group is read): one copy."""
     server = start(drop_after_chunk=True)
@@ -140,7 +130,7 @@ def test_a_connection_lost_after_the_message_went_out_is_never_retried_within_th
 
 
 def test_a_message_over_the_announced_size_is_refused_before_it_is_uploaded(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """SIZE in EHLO is checked first: a message the server would refuse is not sent at all."""
     server = start()
@@ -152,7 +142,7 @@ def test_a_message_over_the_announced_size_is_refused_before_it_is_uploaded(
 
 
 def test_a_message_without_a_final_line_break_gets_one_as_with_data(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """Both ways deliver the same bytes: a message is completed with CRLF when it lacks one."""
     server = start()

@@ -7,39 +7,28 @@ notes whether the next envelope came right behind a final dot (``send(then=...)`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
-from konvergo.transports.smtp import SmtpConnection, SmtpFailure, SmtpSettings, Submission
-from tests.transports.smtp_servers import PipeliningServer, dead_port
+from konvergo.transports.smtp import SmtpFailure, Submission
+from tests.transports.smtp_servers import PipeliningServer, connection_to, dead_port
 
 SENDER = "alice@konvergo.test"
 TO = ["bob@example.test", "carol@example.test"]
 MESSAGE = b"From: alice@konvergo.test\r\nSubject: Hello\r\n\r\nHello Bob\r\n"
 
+Start = Callable[..., PipeliningServer]
+
 
 @pytest.fixture
-def start() -> Iterator[type[PipeliningServer]]:
-    started: list[PipeliningServer] = []
-
-    class Started(PipeliningServer):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-            started.append(self.start())
-
-    yield Started
-    for server in started:
-        server.stop()
+def start(start_scripted: Start) -> Start:
+    return start_scripted
 
 
-def connection_to(port: int) -> SmtpConnection:
-    return SmtpConnection(
-        SmtpSettings(host="127.0.0.1", port=port, encryption="none", auth=None, timeout=5)
-    )
-
-
-def test_sends_the_whole_envelope_before_reading_any_reply(start: type[PipeliningServer]) -> None:
+def test_sends_the_whole_envelope_before_reading_any_reply(
+    start: Start,
+) -> None:
     """MAIL, every RCPT and DATA go out together, and the message arrives once."""
     server = start()
     with connection_to(server.port) as connection:
@@ -56,7 +45,7 @@ def test_sends_the_whole_envelope_before_reading_any_reply(start: type[Pipelinin
 
 
 def test_runs_before_commit_while_the_envelope_travels_and_before_the_final_dot(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """The hook runs once the envelope is on the wire and before any of the message is sent."""
     server = start()
@@ -71,7 +60,9 @@ def test_runs_before_commit_while_the_envelope_travels_and_before_the_final_dot(
     assert len(server.bodies) == 1
 
 
-def test_a_failing_before_commit_leaves_the_message_unsent(start: type[PipeliningServer]) -> None:
+def test_a_failing_before_commit_leaves_the_message_unsent(
+    start: Start,
+) -> None:
     """When the hook raises, the message is never completed and the connection is dropped."""
     server = start()
 
@@ -94,7 +85,7 @@ def test_runs_before_commit_even_when_the_server_cannot_be_reached() -> None:
 
 
 def test_reports_a_refused_sender_after_reading_every_pipelined_reply(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """A MAIL FROM refusal is the error, not the 503s that follow it, and nothing is sent."""
     server = start(
@@ -115,7 +106,7 @@ def test_reports_a_refused_sender_after_reading_every_pipelined_reply(
 
 
 def test_ends_a_data_accepted_after_every_recipient_was_refused_with_an_empty_message(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """If DATA gets 354 although no recipient was accepted, only a lone dot follows."""
     server = start({"RCPT": "550 5.1.10 RESOLVER.ADR.RecipientNotFound"})
@@ -128,7 +119,9 @@ def test_ends_a_data_accepted_after_every_recipient_was_refused_with_an_empty_me
     connection.close()
 
 
-def test_refuses_an_address_that_would_smuggle_a_command(start: type[PipeliningServer]) -> None:
+def test_refuses_an_address_that_would_smuggle_a_command(
+    start: Start,
+) -> None:
     """A line break in an address fails that message permanently and reaches no server."""
     server = start()
     with connection_to(server.port) as connection, pytest.raises(SmtpFailure) as caught:
@@ -137,7 +130,7 @@ def test_refuses_an_address_that_would_smuggle_a_command(start: type[PipeliningS
     assert not any("x@y.test" in command for command in server.commands)
 
 
-def test_sends_a_quoted_local_part_with_a_space(start: type[PipeliningServer]) -> None:
+def test_sends_a_quoted_local_part_with_a_space(start: Start) -> None:
     """``"john doe"@example.com`` is a valid address and goes out exactly as written."""
     server = start()
     with connection_to(server.port) as connection:
@@ -152,7 +145,7 @@ THIRD = b"From: alice@konvergo.test\r\nSubject: Other\r\n\r\nSomething else\r\n"
 
 
 def test_sends_the_next_envelope_right_behind_the_final_dot(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """With ``then`` the next MAIL, RCPT and DATA travel with the final dot, on one connection."""
     server = start(hold_dot=2.0)
@@ -167,7 +160,7 @@ def test_sends_the_next_envelope_right_behind_the_final_dot(
 
 
 def test_records_the_previous_outcome_before_the_announced_message_is_completed(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """``before_commit`` still runs before the final dot when the envelope went out early."""
     server = start(hold_dot=2.0)
@@ -180,7 +173,7 @@ def test_records_the_previous_outcome_before_the_announced_message_is_completed(
 
 
 def test_the_announced_message_travels_while_the_previous_outcome_is_recorded(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """After an early envelope, the content goes out before ``before_commit`` and the final
     dot after it: the server reads the message while the database works."""
@@ -198,7 +191,7 @@ def test_the_announced_message_travels_while_the_previous_outcome_is_recorded(
 
 
 def test_a_refused_message_leaves_the_announced_one_to_be_sent(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """A refusal at the end of DATA fails that message only; the next goes out on the session."""
     server = start(data_reply=["554 5.2.0 STOREDRV.Submission.Exception", "250 2.0.0 OK"])
@@ -212,7 +205,7 @@ def test_a_refused_message_leaves_the_announced_one_to_be_sent(
 
 
 def test_sending_another_message_than_announced_starts_afresh_and_sends_nothing_empty(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """The announced transaction is abandoned by hanging up: no empty message is delivered."""
     server = start()
@@ -224,7 +217,7 @@ def test_sending_another_message_than_announced_starts_afresh_and_sends_nothing_
 
 
 def test_closing_after_an_announced_envelope_hangs_up_without_quit(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """QUIT would become message content after a 354: close() hangs up instead."""
     server = start()
@@ -237,7 +230,7 @@ def test_closing_after_an_announced_envelope_hangs_up_without_quit(
 
 
 def test_a_next_message_that_cannot_be_announced_fails_on_its_own(
-    start: type[PipeliningServer],
+    start: Start,
 ) -> None:
     """A bad address in ``then`` does not fail the current message; its own send reports it."""
     server = start(hold_dot=0.3)
