@@ -1,9 +1,10 @@
 """Claiming queue rows and recording their outcomes: short transactions only.
 
 A claim moves due rows of one server to ``sending`` with ``claimed_by`` and ``lease_until`` in
-one transaction, and commits before any SMTP command: no database lock is held while a server
-is talked to. PostgreSQL workers skip rows another worker has locked (``FOR UPDATE SKIP
-LOCKED``); SQLite has a single writer (IMMEDIATE transactions), which serialises claims.
+one transaction (on PostgreSQL, for a server without a per-minute limit, in one statement), and
+commits before any SMTP command: no database lock is held while a server is talked to.
+PostgreSQL workers skip rows another worker has locked (``FOR UPDATE SKIP LOCKED``); SQLite has
+a single writer (IMMEDIATE transactions), which serialises claims.
 
 A row still ``sending`` after its lease ran out belongs to a dead worker: the worker's
 housekeeping puts it back in the queue (:func:`requeue_expired`; its possibly-sent message is
@@ -17,7 +18,8 @@ a worker whose lease was taken over does not overwrite the new owner's work.
 
 The per-message statements (the claim, :func:`mark_sent`) are hand-written SQL on the DB-API
 connection: they run thousands of times a second, and the ORM's query building and model
-instantiation cost more CPU than the statements themselves.
+instantiation cost more CPU than the statements themselves. On PostgreSQL they are prepared
+once per connection (:func:`pg_cursor`).
 """
 
 from __future__ import annotations
