@@ -327,10 +327,9 @@ def _server_row(db: BaseDatabaseWrapper, server_id: int, *, lock: bool) -> _Serv
     if found is None:
         return None
     per_minute, throttled_until, active = found
-    if isinstance(throttled_until, str):
-        throttled_until = dt.datetime.fromisoformat(throttled_until)
     if throttled_until is not None and throttled_until.tzinfo is None:
-        throttled_until = throttled_until.replace(tzinfo=dt.UTC)  # stored in UTC (USE_TZ)
+        # SQLite's converter gives the stored UTC time naive (USE_TZ); the ORM would add UTC.
+        throttled_until = throttled_until.replace(tzinfo=dt.UTC)
     return _Server(int(per_minute), throttled_until, bool(active))
 
 

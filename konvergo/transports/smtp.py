@@ -280,20 +280,6 @@ def _envelope_failed(replies: list[SmtpReply], recipients: int) -> bool:
     return len(replies) == 1 + recipients and not any(r.code in (250, 251) for r in replies[1:])
 
 
-def _sorted_recipients(
-    recipients: Sequence[str], replies: Sequence[SmtpReply]
-) -> tuple[list[str], dict[str, SmtpReply]]:
-    """The recipients the server accepted, and the refused ones with their replies."""
-    accepted: list[str] = []
-    refused: dict[str, SmtpReply] = {}
-    for recipient, reply in zip(recipients, replies, strict=False):
-        if reply.code in (250, 251):
-            accepted.append(recipient)
-        else:
-            refused[recipient] = reply
-    return accepted, refused
-
-
 def _size_limit(smtp: smtplib.SMTP) -> int:
     """The message size the server announced in EHLO (``SIZE n``); 0 when none."""
     value = smtp.esmtp_features.get("size", "").strip()
@@ -705,7 +691,13 @@ class SmtpConnection:
         """A group's replies (MAIL, each RCPT, then DATA or BDAT, which ``expected`` answers):
         the accepted and refused recipients, and the failure they add up to, if any. The
         group may have stopped early (sent command by command): the last reply read counts."""
-        accepted, refused = _sorted_recipients(recipients, replies[1 : 1 + len(recipients)])
+        accepted: list[str] = []
+        refused: dict[str, SmtpReply] = {}
+        for recipient, reply in zip(recipients, replies[1 : 1 + len(recipients)], strict=False):
+            if reply.code in (250, 251):
+                accepted.append(recipient)
+            else:
+                refused[recipient] = reply
         failure: SmtpFailure | None = None
         if replies[0].code != 250:
             failure = reply_failure(replies[0].code, replies[0].text, "mail", server=self._server)

@@ -63,22 +63,6 @@ def test_records_the_previous_outcome_before_the_last_byte_of_the_message(
     assert server.bodies == [MESSAGE]
 
 
-def test_a_failing_before_commit_leaves_the_message_incomplete(
-    start: Start,
-) -> None:
-    """When the hook raises, the chunk's last byte never goes and the connection is dropped."""
-    server = start()
-
-    def before_commit() -> None:
-        raise RuntimeError("the database is gone")
-
-    connection = connection_to(server.port)
-    with pytest.raises(RuntimeError):
-        connection.send(SENDER, TO, MESSAGE, before_commit=before_commit)
-    assert not connection.is_open
-    assert server.bodies == []
-
-
 def test_a_refused_message_is_reset_before_the_next_one(
     start: Start,
 ) -> None:

@@ -60,11 +60,11 @@ def test_runs_before_commit_while_the_envelope_travels_and_before_the_final_dot(
     assert len(server.bodies) == 1
 
 
-def test_a_failing_before_commit_leaves_the_message_unsent(
-    start: Start,
-) -> None:
-    """When the hook raises, the message is never completed and the connection is dropped."""
-    server = start()
+@pytest.mark.parametrize("chunking", [False, True], ids=["data", "bdat"])
+def test_a_failing_before_commit_leaves_the_message_unsent(start: Start, chunking: bool) -> None:
+    """When the hook raises, the message is never completed (no final dot, no last byte of the
+    chunk) and the connection is dropped."""
+    server = start(chunking=chunking)
 
     def before_commit() -> None:
         raise RuntimeError("the database is gone")
