@@ -4,7 +4,7 @@ against plain Dovecot with a password: the same client code must behave alike on
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,6 +222,40 @@ class TestImapTransportContract:
             fetched = list(conn.fetch_batch(uids, size=4))
         assert [m.uid for m in fetched] == sorted(uids)
         assert [len(group) for group in requested] == [2, 4, 4, 2]
+
+    def test_sizes_are_asked_in_growing_windows_between_the_requests(
+        self, target: Target, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """RFC822.SIZE is asked for RAMP_START UIDs first, then for windows that double up to
+        SIZE_WINDOW, each just before the requests it sizes: the second request never waits
+        for the sizes of the whole mailbox."""
+        target.server.populate(JOHN, _messages(20))
+        monkeypatch.setattr(imap_module, "RAMP_START", 2)
+        monkeypatch.setattr(imap_module, "SIZE_WINDOW", 8)
+        calls: list[tuple[str, int]] = []
+        real_sizes, real_group = ImapConnection.sizes, ImapConnection._fetch_group
+
+        def sizes(self: ImapConnection, uids: Sequence[int]) -> dict[int, int]:
+            calls.append(("sizes", len(uids)))
+            return real_sizes(self, uids)
+
+        def group(self: ImapConnection, uids: list[int]) -> Iterator[FetchedMessage]:
+            calls.append(("fetch", len(uids)))
+            return real_group(self, uids)
+
+        monkeypatch.setattr(ImapConnection, "sizes", sizes)
+        monkeypatch.setattr(ImapConnection, "_fetch_group", group)
+        with target.connect() as conn:
+            conn.select("INBOX")
+            uids = conn.uid_search_since(0)
+            fetched = list(conn.fetch_batch(uids, size=4))
+        assert [m.uid for m in fetched] == sorted(uids)
+        assert calls == [
+            ("sizes", 2), ("fetch", 2),
+            ("sizes", 4), ("fetch", 4),
+            ("sizes", 8), ("fetch", 4), ("fetch", 4),
+            ("sizes", 6), ("fetch", 4), ("fetch", 2),
+        ]  # fmt: skip
 
     def test_fetching_leaves_flags_alone_and_mark_seen_sets_only_what_it_is_asked(
         self, target: Target
