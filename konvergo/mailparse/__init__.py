@@ -3,6 +3,7 @@
 Incoming::
 
     parsed = parse(raw)               # ParsedMessage; UnparseableMessage only for non-mail
+    text = plain_text(raw)            # parse(raw).body_text, "" for non-mail
     keys = thread_keys(parsed)        # Message-IDs to look up, most specific first
     bounce = is_bounce(parsed)        # Bounce(original_message_id=...) or None
 
@@ -19,7 +20,13 @@ from __future__ import annotations
 
 from konvergo.mailparse.errors import UnparseableMessage
 from konvergo.mailparse.html import html_to_text, sanitize_html
-from konvergo.mailparse.incoming import MAX_REFERENCES, ParsedAttachment, ParsedMessage, parse
+from konvergo.mailparse.incoming import (
+    MAX_REFERENCES,
+    ParsedAttachment,
+    ParsedMessage,
+    parse,
+    plain_text,
+)
 from konvergo.mailparse.outgoing import DEFAULT_MAX_SIZE, BuiltMessage, build_message, rewrite_from
 from konvergo.mailparse.reports import DeliveryReport
 from konvergo.mailparse.threads import Bounce, is_bounce, thread_keys
@@ -37,6 +44,7 @@ __all__ = [
     "html_to_text",
     "is_bounce",
     "parse",
+    "plain_text",
     "rewrite_from",
     "sanitize_html",
     "thread_keys",

@@ -663,6 +663,18 @@ def _read_simple(raw: bytes) -> _SimpleMessage | None:
     return _SimpleMessage(headers, subtype, charset, cte, body)
 
 
+def plain_text(raw: bytes) -> str:
+    """The plain-text body :func:`parse` gives for ``raw``; empty when it cannot be parsed.
+
+    For messages stored without their text beside them (a plain-text message's text is its
+    body, decoded): cheap for those, as they take the header-only path.
+    """
+    try:
+        return parse(raw).body_text
+    except UnparseableMessage:
+        return ""
+
+
 def parse(raw: bytes) -> ParsedMessage:
     """Parse raw RFC 5322 bytes into a :class:`ParsedMessage`.
 

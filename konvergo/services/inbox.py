@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import transaction
@@ -10,6 +10,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from konvergo.errors import ValidationFailed
+from konvergo.mailparse import plain_text
 from konvergo.services import outbox
 from konvergo.store.models import Message, Thread, ThreadParticipant
 
@@ -24,6 +25,23 @@ def visible_threads(user: Any) -> QuerySet[Thread]:
     if email:
         match |= Q(participants__address=email)
     return threads.filter(match).distinct()
+
+
+def with_text(messages: Iterable[Message]) -> list[Message]:
+    """``messages`` with ``body_text`` filled in where intake kept the text only in ``raw``.
+
+    One query reads the raw bytes of those (pages defer ``raw``); ``body_text`` is set on the
+    instances only, never saved.
+    """
+    messages = list(messages)
+    stored_once = [m.pk for m in messages if m.text_in_raw and not m.body_text]
+    if stored_once:
+        raws = Message.objects.filter(pk__in=stored_once).values_list("pk", "raw")
+        texts = {pk: plain_text(bytes(raw)) for pk, raw in raws if raw is not None}
+        for message in messages:
+            if message.pk in texts:
+                message.body_text = texts[message.pk]
+    return messages
 
 
 def sender_of(user: Any) -> str:

@@ -176,8 +176,16 @@ def test_threads_api_lists_only_threads_the_user_takes_part_in(plain_user: Any) 
     headers = _bearer(plain_user)
     listed = Client().get("/api/v1/threads", **headers).json()
     assert [t["subject"] for t in listed] == ["Mine"]
+    Message.objects.create(
+        thread=mine,
+        direction="in",
+        message_id="<2@x>",
+        raw=b"From: a@x\r\nSubject: Mine\r\n\r\nstored once\r\n",
+        text_in_raw=True,
+    )
     detail = Client().get(f"/api/v1/threads/{mine.pk}", **headers).json()
-    assert detail["messages"][0]["body_text"] == "hello"
+    texts = {m["message_id"]: m["body_text"] for m in detail["messages"]}
+    assert texts == {"<1@x>": "hello", "<2@x>": "stored once\n"}
     assert Client().get(f"/api/v1/threads/{theirs.pk}", **headers).status_code == 404
 
 

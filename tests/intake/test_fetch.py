@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from konvergo.mailparse import parse
 from konvergo.sandbox.imap import SandboxImap
-from konvergo.services import intake
+from konvergo.services import intake, intake_store
+from konvergo.services.inbox import with_text
 from konvergo.store.models import Attachment, FolderState, IncomingServer, Message
 from tests.intake.conftest import MAILBOX, message, sized_messages
 
@@ -48,6 +50,44 @@ def test_fetch_stores_every_message_once_with_headers_body_and_attachments(
     outlook_server.refresh_from_db()
     assert outlook_server.messages_fetched == 3 and outlook_server.last_success_at is not None
     assert outlook_server.last_error == ""
+
+
+def test_plain_text_mail_keeps_its_text_once_and_readers_get_it_back(
+    outlook_server: IncomingServer, imap_server: SandboxImap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small plain-text message is stored without a second copy of its text, and the pages'
+    reader gives back exactly the text the parser gives; mail with attachments or over the
+    size limit keeps its text beside the raw bytes."""
+    from email.message import EmailMessage
+
+    monkeypatch.setattr(intake_store, "TEXT_IN_RAW_MAX", 4_000)
+    accented = EmailMessage()
+    accented["From"] = "Zoë <zoe@external.test>"
+    accented["To"] = MAILBOX
+    accented["Subject"] = "Grüße"
+    accented["Message-ID"] = "<plain-1@external.test>"
+    accented.set_content("Grüße aus Köln,\nbis bald.\n", cte="quoted-printable")
+    with_file = EmailMessage()
+    with_file["From"] = "alice@external.test"
+    with_file["Message-ID"] = "<with-file@external.test>"
+    with_file.set_content("See attached.\n")
+    with_file.add_attachment(b"data", maintype="application", subtype="octet-stream")
+    big = message(
+        "Big", body="x" * 70 + "\n" * 1 + ("line of text\n" * 400), message_id="<big@external.test>"
+    )
+    imap_server.populate(MAILBOX, [accented.as_bytes(), with_file.as_bytes(), big])
+
+    assert intake.fetch_now(outlook_server).stored == 3
+
+    stored = {m.message_id: m for m in Message.objects.all()}
+    plain = stored["<plain-1@external.test>"]
+    assert plain.text_in_raw and plain.body_text == ""
+    assert [m.body_text for m in with_text([plain])] == ["Grüße aus Köln,\nbis bald.\n"]
+    assert with_text([plain])[0].body_text == parse(bytes(plain.raw or b"")).body_text
+    for kept in (stored["<with-file@external.test>"], stored["<big@external.test>"]):
+        assert not kept.text_in_raw and kept.body_text.strip()
+        assert with_text([kept])[0].body_text == parse(bytes(kept.raw or b"")).body_text
+    assert len(big) > 4_000
 
 
 def test_fetch_leaves_flags_alone_unless_mark_read_is_on(

@@ -21,6 +21,7 @@ from konvergo.mailparse import (
     UnparseableMessage,
     build_message,
     parse,
+    plain_text,
 )
 
 from .conftest import CORPUS_NAMES, read_corpus
@@ -125,6 +126,15 @@ def test_every_corpus_message_parses_into_storable_values(name: str, line_ending
     assert parsed.date is None or parsed.date.tzinfo is UTC
     assert all(a.size == len(a.content) for a in parsed.attachments)
     assert all(len(a.filename) <= 255 and a.filename for a in parsed.attachments)
+
+
+@pytest.mark.parametrize("name", CORPUS_NAMES)
+def test_plain_text_is_the_text_parse_gives(name: str) -> None:
+    """plain_text(raw) is parse(raw).body_text for every corpus message, and empty for bytes
+    that are not mail (a reader never fails on them)."""
+    raw = read_corpus(name)
+    assert plain_text(raw) == parse(raw).body_text
+    assert plain_text(b"\r\n") == "" and plain_text(b"no header here") == ""
 
 
 @pytest.mark.parametrize("name", CORPUS_NAMES)

@@ -53,6 +53,22 @@ def test_user_sees_own_threads_and_not_others(user_client: Client, johns_thread:
     assert user_client.get(f"/inbox/{other.pk}").status_code == 404
 
 
+def test_thread_page_shows_the_text_of_mail_stored_once(
+    user_client: Client, johns_thread: Thread
+) -> None:
+    """A plain-text message kept only in its raw bytes is shown with its decoded text."""
+    Message.objects.create(
+        thread=johns_thread,
+        direction="in",
+        message_id="<m2@customer.test>",
+        raw=b"From: c@customer.test\r\nSubject: Re\r\nContent-Type: text/plain; charset=utf-8"
+        b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\nFriday at 9, \xc3\xa0 bient\xc3\xb4t.\r\n",
+        text_in_raw=True,
+    )
+    page = user_client.get(f"/inbox/{johns_thread.pk}").content.decode()
+    assert "Friday at 9, à bientôt." in page
+
+
 def test_html_mail_is_shown_in_a_sandboxed_frame(user_client: Client, johns_thread: Thread) -> None:
     """A message's HTML is rendered only inside an iframe with sandbox, escaped in srcdoc."""
     page = user_client.get(f"/inbox/{johns_thread.pk}").content.decode()

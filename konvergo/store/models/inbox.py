@@ -55,9 +55,13 @@ class Message(models.Model):
     date = models.DateTimeField(null=True, blank=True)
     in_reply_to = models.CharField(max_length=998, blank=True, default="")
     references = models.TextField(blank=True, default="")
+    #: Empty when ``text_in_raw``: read texts with ``konvergo.services.inbox.with_text``.
     body_text = models.TextField(blank=True, default="")
     body_html = models.TextField(blank=True, default="")
     raw = models.BinaryField(null=True, blank=True)
+    #: A plain-text message's text is its raw body decoded: intake keeps it once, in ``raw``
+    #: (half the bytes to write), and readers decode it again when they show it.
+    text_in_raw = models.BooleanField(default=False)
     outbox_item = models.ForeignKey(
         "store.OutboxItem", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

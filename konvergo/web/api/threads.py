@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Schema
 
-from konvergo.services.inbox import visible_threads
+from konvergo.services.inbox import visible_threads, with_text
 from konvergo.store.models import Message
 from konvergo.web.api.base import api
 
@@ -96,6 +96,6 @@ def _message(message: Message) -> MessageItem:
 def get_thread(request: HttpRequest, thread_id: int) -> ThreadDetail:
     """One thread with its incoming and outgoing messages."""
     thread = get_object_or_404(visible_threads(request.user), pk=thread_id)
-    messages = thread.messages.defer("raw").prefetch_related("attachments")
+    messages = with_text(thread.messages.defer("raw").prefetch_related("attachments"))
     base = _thread_out(thread)
     return ThreadDetail(**base.dict(), messages=[_message(m) for m in messages])

@@ -69,7 +69,9 @@ def _send(request: HttpRequest, form: ComposeForm, thread: object = None) -> boo
 @login_required
 def thread_view(request: HttpRequest, pk: int) -> HttpResponse:
     thread = get_object_or_404(inbox_service.visible_threads(request.user), pk=pk)
-    thread_messages = list(thread.messages.defer("raw").prefetch_related("attachments"))
+    thread_messages = inbox_service.with_text(
+        thread.messages.defer("raw").prefetch_related("attachments")
+    )
     last = thread_messages[-1] if thread_messages else None
     own = (getattr(request.user, "email", "") or "").lower()
     reply_to = ""
