@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -212,12 +213,22 @@ def test_reply_in_a_thread_carries_threading_headers(plain_user: Any, example_se
 
 
 def test_api_keys_page_shows_a_new_key_once(user_client: Client) -> None:
-    """Creating a key in the UI shows it on the next page only; later pages show its prefix."""
-    user_client.post("/account/api-keys/new", {"name": "job"})
+    """Creating a key in the UI shows it on the next page only; later pages show its prefix;
+    while it waits for that page it is nowhere in clear (sessions are stored rows, and
+    Django's message cookie is only signed)."""
+    from django.contrib.sessions.models import Session
+
+    created = user_client.post("/account/api-keys/new", {"name": "job"})
+    waiting = [
+        text
+        for s in Session.objects.all()
+        for text in (s.session_data, json.dumps(s.get_decoded()))
+    ] + [str(cookie.value) for cookie in created.cookies.values()]
     first = user_client.get("/account/api-keys").content.decode()
     key = first.split("<code>kvg_")[1].split("</code>")[0]
     second = user_client.get("/account/api-keys").content.decode()
     assert key not in second and ApiKey.objects.count() == 1
+    assert len(key) > 20 and not any(key in text for text in waiting)
 
 
 def test_api_key_calls_need_no_csrf_token_but_session_calls_do(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -208,19 +210,38 @@ def test_plain_user_may_connect_only_the_servers_they_own(
     assert john_server.grant is not None and john_server.grant.status == "valid"
 
 
+def _message_cookie(response: Any) -> list[Any]:
+    """The flash messages a response left in Django's (signed, readable) message cookie."""
+    from django.contrib.messages.storage.cookie import CookieStorage
+    from django.http import HttpRequest
+
+    cookie = response.cookies.get(CookieStorage.cookie_name)
+    if cookie is None or not cookie.value:
+        return []
+    return CookieStorage(HttpRequest())._decode(cookie.value) or []
+
+
 def test_consent_link_lets_the_mailbox_owner_connect_without_a_login(
     admin_client: Client, john_server: OutgoingServer, outlook_configured: IdentityPlatform
 ) -> None:
     """An admin's one-time link runs the consent for that server in the owner's own browser."""
-    admin_client.post(f"/settings/outgoing-servers/{john_server.pk}/consent-link")
+    from django.contrib.sessions.models import Session
+
     from konvergo.store.models import ConsentLink
 
+    created = admin_client.post(f"/settings/outgoing-servers/{john_server.pk}/consent-link")
+    waiting = [
+        text
+        for s in Session.objects.all()
+        for text in (s.session_data, json.dumps(s.get_decoded()))
+    ] + [str(message) for message in _message_cookie(created)]
     assert ConsentLink.objects.count() == 1
     page = admin_client.get(f"/settings/outgoing-servers/{john_server.pk}").content.decode()
-    link_path = (
-        "/microsoft_outlook/link/"
-        + page.split("/microsoft_outlook/link/")[1].split()[0].rstrip("<").split("<")[0]
-    )
+    token = page.split("/microsoft_outlook/link/")[1].split("<")[0].split()[0]
+    link_path = "/microsoft_outlook/link/" + token
+    assert len(token) > 20 and not any(token in text for text in waiting)  # never in clear
+    again = admin_client.get(f"/settings/outgoing-servers/{john_server.pk}").content.decode()
+    assert token not in again  # shown once
     owner = Client()
     assert owner.get(link_path).status_code == 200
     authorize = owner.post(link_path)

@@ -10,11 +10,12 @@ from django.views.decorators.http import require_POST
 
 from konvergo.services import apikeys
 from konvergo.store.models import ApiKey
+from konvergo.web import once
 
 
 @login_required
 def key_list(request: HttpRequest) -> HttpResponse:
-    new_key = request.session.pop("new_api_key", None)
+    new_key = once.take(request, "api_key")
     keys = ApiKey.objects.filter(user_id=int(request.user.pk or 0)).order_by("-created_at")
     return render(request, "konvergo/account/api_keys.html", {"keys": keys, "new_key": new_key})
 
@@ -23,8 +24,9 @@ def key_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def key_create(request: HttpRequest) -> HttpResponse:
     _, key = apikeys.create(request.user, request.POST.get("name", ""))
-    # Shown on the next page only, then gone: the database keeps only its digest.
-    request.session["new_api_key"] = key
+    # Shown on the next page only, then gone: the database keeps only its digest (and, until
+    # then, the session an encrypted copy).
+    once.keep(request, "api_key", key)
     return redirect("api-keys")
 
 

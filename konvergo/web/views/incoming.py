@@ -16,8 +16,8 @@ from konvergo.store.models import AuditEvent, IncomingServer
 from konvergo.web.access import admin_required
 from konvergo.web.views.servers_common import (
     delete_server,
-    outlook_block,
     save_server,
+    server_outlook_block,
     server_rows,
 )
 
@@ -79,7 +79,7 @@ def server_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             return redirect("incoming-server", pk=saved.pk)
     context: dict[str, Any] = {"form": form, "server": server}
     if server is not None:
-        context["outlook"] = outlook_block(server, "incoming", request.user)
+        context["outlook"] = server_outlook_block(request, server, "incoming")
         context["quarantined"] = server.quarantinedmessage_set.count()
     return render(request, "konvergo/servers/incoming_form.html", context)
 

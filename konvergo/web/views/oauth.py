@@ -16,7 +16,9 @@ from konvergo.errors import KonvergoError
 from konvergo.providers.microsoft.catalogue import personalize
 from konvergo.services.oauth import connect, tokens
 from konvergo.store.models import AuditEvent
+from konvergo.web import once
 from konvergo.web.access import admin_required
+from konvergo.web.views.servers_common import consent_link_name
 
 log = logging.getLogger("konvergo.oauth")
 
@@ -135,10 +137,8 @@ def create_link(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
 
     if parameters.base_url():
         url = parameters.base_url() + reverse("consent-link", kwargs={"token": token})
-    messages.success(
-        request,
-        f"Send this one-time link (valid 7 days) to the owner of {server.username}: {url}",
-    )
+    # The link is a bearer credential: kept encrypted until the server's page shows it.
+    once.keep(request, consent_link_name(kind, pk), url)
     return redirect(server_url(kind, pk, request.user))
 
 

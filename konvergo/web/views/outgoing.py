@@ -15,8 +15,8 @@ from konvergo.store.models import OutgoingServer
 from konvergo.web.access import admin_required
 from konvergo.web.views.servers_common import (
     delete_server,
-    outlook_block,
     save_server,
+    server_outlook_block,
     server_rows,
 )
 
@@ -80,7 +80,7 @@ def server_form(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             return redirect("outgoing-server", pk=saved.pk)
     context: dict[str, Any] = {"form": form, "server": server}
     if server is not None:
-        context["outlook"] = outlook_block(server, "outgoing", request.user)
+        context["outlook"] = server_outlook_block(request, server, "outgoing")
     return render(request, "konvergo/servers/outgoing_form.html", context)
 
 

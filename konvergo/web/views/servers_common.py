@@ -19,6 +19,7 @@ from konvergo.store.models import (
     OAuthGrant,
     OutgoingServer,
 )
+from konvergo.web import once
 
 
 def outlook_block(server: OutgoingServer | IncomingServer, kind: str, user: Any) -> dict[str, Any]:
@@ -40,6 +41,20 @@ def outlook_block(server: OutgoingServer | IncomingServer, kind: str, user: Any)
         "can_connect": bool(server.pk) and may_connect(user, server),
         "is_admin": getattr(user, "is_administrator", False),
     }
+
+
+def consent_link_name(kind: str, pk: int) -> str:
+    """Where a new consent link waits (encrypted, see :mod:`konvergo.web.once`) for its page."""
+    return f"consent_link:{kind}:{pk}"
+
+
+def server_outlook_block(
+    request: HttpRequest, server: OutgoingServer | IncomingServer, kind: str
+) -> dict[str, Any]:
+    """The Outlook block of a server's own page, with a consent link just created for it."""
+    block = outlook_block(server, kind, request.user)
+    block["consent_link"] = once.take(request, consent_link_name(kind, server.pk))
+    return block
 
 
 def token_label(server: OutgoingServer | IncomingServer) -> tuple[str, str]:
