@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import functools
 import json
 import re
 import secrets
@@ -271,6 +272,10 @@ def _message_id(header_from: str) -> str:
 
 _MAX_LINE = 998  # RFC 5322 2.1.1, without the CRLF
 
+#: enqueue_many() dates a whole batch with one moment: format it once (format_datetime was
+#: ~8 % of queueing a plain mail).
+_date_header = functools.lru_cache(maxsize=16)(email.utils.format_datetime)
+
 
 def _ascii_lines(text: str) -> list[str] | None:
     """``text`` as CRLF-ready lines when it is ASCII with no line over 998 octets, else None."""
@@ -356,7 +361,7 @@ def _build_message(
         fields += [("Reply-To", reply_to)] if reply_to else []
         fields += [
             ("Subject", subject),
-            ("Date", email.utils.format_datetime(date)),
+            ("Date", _date_header(date)),
             ("Message-ID", message_id),
         ]
         fields += [("In-Reply-To", in_reply_to)] if in_reply_to else []
@@ -374,7 +379,7 @@ def _build_message(
     if reply_to:
         msg["Reply-To"] = reply_to
     msg["Subject"] = subject
-    msg["Date"] = email.utils.format_datetime(date)
+    msg["Date"] = _date_header(date)
     msg["Message-ID"] = message_id
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to
