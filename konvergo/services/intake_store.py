@@ -44,9 +44,10 @@ log = logging.getLogger("konvergo.intake")
 
 _MAX_SUBJECT = 998
 #: A plain-text message up to this size keeps its text only in ``raw`` (``text_in_raw``):
-#: decoding it again for a page costs ~0.1 ms per 10 KB, and storing it twice cost intake
-#: a sixth of its storing time. Larger ones keep both, so a page never decodes megabytes.
-TEXT_IN_RAW_MAX = 256 * 1024
+#: decoding it again for a page costs ~0.1 ms per 10 KB (~1.5 ms for 64 KB that needs the
+#: full parser), and storing it twice cost intake a sixth of its storing time. Larger ones
+#: keep both, so a page never spends long decoding.
+TEXT_IN_RAW_MAX = 64 * 1024
 
 
 @dataclass

@@ -90,6 +90,26 @@ def test_plain_text_mail_keeps_its_text_once_and_readers_get_it_back(
     assert len(big) > 4_000
 
 
+def test_a_message_written_without_text_in_raw_keeps_its_text(
+    outlook_server: IncomingServer, imap_server: SandboxImap
+) -> None:
+    """A row inserted without the text_in_raw column (a worker of the previous release while
+    the database is migrated) is stored, and readers show its body_text."""
+    imap_server.populate(MAILBOX, [message("First")])
+    assert intake.fetch_now(outlook_server).stored == 1
+    first = Message.objects.get()
+    old_fields = [f for f in intake_store._MESSAGE_FIELDS if f != "text_in_raw"]
+    intake_store._insert(
+        Message,
+        old_fields,
+        [(first.thread_id, "in", "<old@x>", outlook_server.pk, "INBOX", 99, "Old", "a@x", "",
+          "", None, "", "", "kept beside", "", b"Subject: Old\r\n\r\nraw\r\n",
+          first.created_at)],
+    )  # fmt: skip
+    old = Message.objects.get(message_id="<old@x>")
+    assert not old.text_in_raw and with_text([old])[0].body_text == "kept beside"
+
+
 def test_fetch_leaves_flags_alone_unless_mark_read_is_on(
     password_server: IncomingServer, imap_server: SandboxImap
 ) -> None:

@@ -253,6 +253,21 @@ def test_consent_link_lets_the_mailbox_owner_connect_without_a_login(
     assert owner.post(link_path).status_code == 403  # single use
 
 
+def test_no_consent_link_is_made_where_the_owner_could_not_sign_in(
+    admin_client: Client, john_server: OutgoingServer, outlook_configured: IdentityPlatform
+) -> None:
+    """A consent link for a password server is refused with the reason, and none is stored
+    (it would never be shown, yet stay valid for a week)."""
+    from konvergo.store.models import ConsentLink
+
+    OutgoingServer.objects.filter(pk=john_server.pk).update(auth_type="password")
+    response = admin_client.post(
+        f"/settings/outgoing-servers/{john_server.pk}/consent-link", follow=True
+    )
+    assert "does not authenticate with Outlook" in response.content.decode()
+    assert ConsentLink.objects.count() == 0
+
+
 def test_disconnect_deletes_the_tokens(
     admin_client: Client, john_server: OutgoingServer, outlook_configured: IdentityPlatform
 ) -> None:

@@ -75,10 +75,8 @@ def is_outlook(server: OutgoingServer | IncomingServer) -> bool:
     )
 
 
-def begin(
-    *, kind: ServerKind, server: OutgoingServer | IncomingServer, user: Any, session_key: str
-) -> str:
-    """Record a new state for this session and return Microsoft's authorize URL."""
+def _connectable(server: OutgoingServer | IncomingServer) -> str:
+    """The redirect URI, once everything a sign-in at Microsoft needs is set up."""
     if not is_outlook(server):
         raise ConfigurationError("This server does not authenticate with Outlook.")
     if not server.username:
@@ -92,6 +90,14 @@ def begin(
             "Set the Base URL (web.base.url) in General Settings: the redirect URI is built "
             "from it."
         )
+    return redirect_uri
+
+
+def begin(
+    *, kind: ServerKind, server: OutgoingServer | IncomingServer, user: Any, session_key: str
+) -> str:
+    """Record a new state for this session and return Microsoft's authorize URL."""
+    redirect_uri = _connectable(server)
     state = secrets.token_urlsafe(32)
     verifier = secrets.token_urlsafe(64)
     OAuthState.objects.create(
@@ -206,7 +212,11 @@ def _release_held(kind: str, server_id: int) -> None:
 
 
 def create_link(kind: ServerKind, server: OutgoingServer | IncomingServer, admin: Any) -> str:
-    """A one-time token for the mailbox owner's consent link (shown once to the admin)."""
+    """A one-time token for the mailbox owner's consent link (shown once to the admin).
+
+    Refused (ConfigurationError) where the owner's sign-in could not start anyway.
+    """
+    _connectable(server)
     token = secrets.token_urlsafe(32)
     ConsentLink.objects.create(
         token_digest=digest(token),

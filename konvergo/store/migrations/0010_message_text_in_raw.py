@@ -14,6 +14,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="message",
             name="text_in_raw",
-            field=models.BooleanField(default=False),
+            field=models.BooleanField(null=True),
         ),
     ]

@@ -60,8 +60,11 @@ class Message(models.Model):
     body_html = models.TextField(blank=True, default="")
     raw = models.BinaryField(null=True, blank=True)
     #: A plain-text message's text is its raw body decoded: intake keeps it once, in ``raw``
-    #: (half the bytes to write), and readers decode it again when they show it.
-    text_in_raw = models.BooleanField(default=False)
+    #: (half the bytes to write), and readers decode it again when they show it. Null means
+    #: false: rows written without this column (a worker of the previous release still
+    #: running while the database is migrated must not fail on NOT NULL and lose its batch;
+    #: and SQLite adds a nullable column without copying the table).
+    text_in_raw = models.BooleanField(null=True)
     outbox_item = models.ForeignKey(
         "store.OutboxItem", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

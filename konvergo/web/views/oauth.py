@@ -131,7 +131,11 @@ def disconnect(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
 @admin_required
 def create_link(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
     server = connect.get_server(kind, pk)
-    token = connect.create_link(kind, server, request.user)  # type: ignore[arg-type]
+    try:
+        token = connect.create_link(kind, server, request.user)  # type: ignore[arg-type]
+    except KonvergoError as exc:
+        messages.error(request, str(exc))
+        return redirect(server_url(kind, pk, request.user))
     url = request.build_absolute_uri(reverse("consent-link", kwargs={"token": token}))
     from konvergo.services import parameters
 
