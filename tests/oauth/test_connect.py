@@ -253,6 +253,22 @@ def test_consent_link_lets_the_mailbox_owner_connect_without_a_login(
     assert owner.post(link_path).status_code == 403  # single use
 
 
+def test_a_second_consent_link_made_before_the_page_withdraws_the_unseen_first(
+    admin_client: Client, john_server: OutgoingServer, outlook_configured: IdentityPlatform
+) -> None:
+    """Two clicks before the page shows a link: the page shows the second, which opens, and
+    the first, which nobody has seen, is no longer valid."""
+    from konvergo.store.models import ConsentLink
+
+    for _ in range(2):
+        admin_client.post(f"/settings/outgoing-servers/{john_server.pk}/consent-link")
+    page = admin_client.get(f"/settings/outgoing-servers/{john_server.pk}").content.decode()
+    shown = page.split("/microsoft_outlook/link/")[1].split("<")[0].split()[0]
+    assert Client().get(f"/microsoft_outlook/link/{shown}").status_code == 200
+    valid = ConsentLink.objects.filter(used_at__isnull=True, expires_at__gt=timezone.now())
+    assert ConsentLink.objects.count() == 2 and valid.count() == 1
+
+
 def test_no_consent_link_is_made_where_the_owner_could_not_sign_in(
     admin_client: Client, john_server: OutgoingServer, outlook_configured: IdentityPlatform
 ) -> None:

@@ -240,6 +240,13 @@ def use_link(token: str) -> ConsentLink:
     return link
 
 
+def withdraw_link(token: str) -> None:
+    """End an unused consent link now (its administrator made another before seeing it)."""
+    ConsentLink.objects.filter(token_digest=digest(token), used_at__isnull=True).update(
+        expires_at=timezone.now()
+    )
+
+
 def peek_link(token: str) -> ConsentLink:
     link = ConsentLink.objects.filter(token_digest=digest(token)).first()
     if link is None or link.used_at is not None or link.expires_at < timezone.now():

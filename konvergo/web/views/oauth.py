@@ -136,13 +136,13 @@ def create_link(request: HttpRequest, kind: str, pk: int) -> HttpResponse:
     except KonvergoError as exc:
         messages.error(request, str(exc))
         return redirect(server_url(kind, pk, request.user))
-    url = request.build_absolute_uri(reverse("consent-link", kwargs={"token": token}))
-    from konvergo.services import parameters
-
-    if parameters.base_url():
-        url = parameters.base_url() + reverse("consent-link", kwargs={"token": token})
+    name = consent_link_name(kind, pk)
+    # A link made earlier and not shown yet would stay valid unseen: withdraw it.
+    unseen = once.take(request, name)
+    if unseen is not None:
+        connect.withdraw_link(unseen)
     # The link is a bearer credential: kept encrypted until the server's page shows it.
-    once.keep(request, consent_link_name(kind, pk), url)
+    once.keep(request, name, token)
     return redirect(server_url(kind, pk, request.user))
 
 

@@ -8,8 +8,10 @@ from typing import Any
 from django.contrib import messages
 from django.db import transaction
 from django.http import HttpRequest
+from django.urls import reverse
 
 from konvergo.errors import ValidationFailed
+from konvergo.services import parameters
 from konvergo.services.oauth import tokens
 from konvergo.services.oauth.connect import is_outlook, may_connect
 from konvergo.store.models import (
@@ -53,8 +55,16 @@ def server_outlook_block(
 ) -> dict[str, Any]:
     """The Outlook block of a server's own page, with a consent link just created for it."""
     block = outlook_block(server, kind, request.user)
-    block["consent_link"] = once.take(request, consent_link_name(kind, server.pk))
+    token = once.take(request, consent_link_name(kind, server.pk))
+    block["consent_link"] = consent_url(request, token) if token is not None else None
     return block
+
+
+def consent_url(request: HttpRequest, token: str) -> str:
+    """The address the mailbox owner opens: on the Base URL when one is set."""
+    path = reverse("consent-link", kwargs={"token": token})
+    base = parameters.base_url()
+    return base + path if base else request.build_absolute_uri(path)
 
 
 def token_label(server: OutgoingServer | IncomingServer) -> tuple[str, str]:
