@@ -272,8 +272,8 @@ def _message_id(header_from: str) -> str:
 
 _MAX_LINE = 998  # RFC 5322 2.1.1, without the CRLF
 
-#: enqueue_many() dates a whole batch with one moment: format it once (format_datetime was
-#: ~8 % of queueing a plain mail).
+#: enqueue_many() dates a whole batch with one moment: format it once (format_datetime takes
+#: ~6 us, a few per cent of queueing a plain mail).
 _date_header = functools.lru_cache(maxsize=16)(email.utils.format_datetime)
 
 
