@@ -304,7 +304,7 @@ def _fair_share(
     that last batch. Shares keep a server's sessions finishing together.
     """
     cap = count * sessions
-    at = now if db.vendor == "postgresql" else db.ops.adapt_datetimefield_value(now)
+    at = db.ops.adapt_datetimefield_value(now)
     with db.cursor() as cursor:
         cursor.execute(_DUE_SQL, [server_id, State.QUEUED.value, at, cap])
         row = cursor.fetchone()
@@ -471,7 +471,7 @@ def mark_sent(item_id: int, worker: str, reply: str) -> bool:
     # access; once is enough here.
     db = connections[DEFAULT_DB_ALIAS]
     pg = db.vendor == "postgresql"
-    now = timezone.now() if pg else db.ops.adapt_datetimefield_value(timezone.now())
+    now = db.ops.adapt_datetimefield_value(timezone.now())
     params = (State.SENT.value, now, reply, item_id, State.SENDING.value, worker)
     sql = _MARK_SENT_SQLITE
     if pg:

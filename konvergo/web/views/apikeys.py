@@ -15,8 +15,9 @@ from konvergo.web import once
 
 @login_required
 def key_list(request: HttpRequest) -> HttpResponse:
-    # "new_api_key": where a key waited in clear before this release (shown, then gone).
-    new_key = once.take(request, "api_key") or request.session.pop("new_api_key", None)
+    # "new_api_key": where a key waited in clear before this release; removed in any case.
+    legacy = request.session.pop("new_api_key", None)
+    new_key = once.take(request, "api_key") or legacy
     keys = ApiKey.objects.filter(user_id=int(request.user.pk or 0)).order_by("-created_at")
     return render(request, "konvergo/account/api_keys.html", {"keys": keys, "new_key": new_key})
 
