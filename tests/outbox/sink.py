@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -108,6 +110,22 @@ class _SinkSMTP(Bdat):
         self._sink = handler.state
         self._counted = False
         self._seen = False
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd's own, less the typing.Protocol class it defines on every call: that class
+        # was a quarter of the sink's CPU at benchmark rates, taken from the client it measures
+        # on the same two cores.
+        if not arg:
+            return "", ""
+        try:
+            parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
+            address, rest = parse(arg)
+        except HeaderParseError:
+            return None, None
+        addr: str = address.addr_spec
+        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return addr, rest
 
     def _leave(self) -> None:
         with self._sink.lock:
