@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from konvergo.errors import ConfigurationError
 from konvergo.security.tls import shared_client_context
@@ -149,6 +149,10 @@ class _Client(imaplib.IMAP4):
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
         sock: socket.socket = super()._create_socket(timeout)  # type: ignore[misc]
+        # imaplib writes a literal and its CRLF separately: with Nagle's algorithm the CRLF
+        # waits for the server's (delayed, up to 40 ms) acknowledgement of the literal.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls_context is not None:
             sock = self.tls_context.wrap_socket(sock, server_hostname=self.host)
         return sock
@@ -159,6 +163,30 @@ class _Client(imaplib.IMAP4):
         self.status_lines: collections.deque[str] = collections.deque(maxlen=8)
         self.tls_context = tls_context
         super().__init__(host, port, timeout=timeout)
+
+    def authenticate_initial(self, mechanism: str, initial: bytes) -> tuple[str, list[bytes]]:
+        """``AUTHENTICATE`` with the initial response on the command line (RFC 4959 SASL-IR).
+
+        One round trip instead of two, the form Microsoft documents for XOAUTH2. A server may
+        still answer with a challenge (XOAUTH2 servers send their error as one, in JSON): it
+        gets the empty response that ends the exchange, and its tagged reply decides.
+        Raises ``IMAP4.error`` on NO/BAD, as ``authenticate()`` does.
+        """
+        tag = self._new_tag()  # type: ignore[attr-defined]
+        encoded = base64.b64encode(initial)
+        command = b"%s AUTHENTICATE %s %s\r\n" % (tag, mechanism.upper().encode("ascii"), encoded)
+        self.send(command)
+        while (result := self.tagged_commands[tag]) is None:
+            self._check_bye()  # type: ignore[attr-defined]
+            if self._get_response() is None:  # type: ignore[attr-defined]
+                self.send(b"\r\n")  # a challenge: answer it empty
+        del self.tagged_commands[tag]
+        # imaplib stores (type, [data]) here; typeshed declares the field more narrowly.
+        typ, data = cast(tuple[str, list[bytes]], result)
+        if typ != "OK":
+            raise self.error(data[-1].decode("utf-8", "replace"))
+        self.state = "AUTH"
+        return typ, data
 
 
 class ImapConnection:
@@ -270,7 +298,10 @@ class ImapConnection:
                 answered.append(True)
                 return sasl
 
-            self._call("auth", lambda: imap.authenticate("XOAUTH2", respond))
+            if "SASL-IR" in imap.capabilities:
+                self._call("auth", lambda: imap.authenticate_initial("XOAUTH2", sasl))
+            else:
+                self._call("auth", lambda: imap.authenticate("XOAUTH2", respond))
         elif isinstance(auth, PasswordAuth):
             self._call("auth", lambda: imap.login(auth.username, auth.password))
         else:  # pragma: no cover - Credentials is a closed union

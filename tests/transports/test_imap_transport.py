@@ -1,8 +1,10 @@
 """The IMAP transport's contract, against the sandbox's Exchange front (XOAUTH2 over TLS) and
-against plain Dovecot with a password: the same client code must behave alike on both."""
+against plain Dovecot with a password and with XOAUTH2: the same client code must behave
+alike on all three."""
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -72,7 +74,7 @@ def trusted_sandbox_ca(sandbox_tls: SandboxTLS, monkeypatch: pytest.MonkeyPatch)
     reset_config()
 
 
-@pytest.fixture(params=["exchange", "dovecot"])
+@pytest.fixture(params=["exchange", "dovecot", "dovecot-xoauth2"])
 def target(
     request: pytest.FixtureRequest,
     imap_server: SandboxImap,
@@ -91,6 +93,19 @@ def target(
             "NO AUTHENTICATE failed.",
         )
     dovecot = imap_server.dovecot
+    if request.param == "dovecot-xoauth2":
+        # Dovecot checks the token itself (its oauth2 passdb) and, unlike Exchange, answers
+        # a refused one with a JSON challenge before its NO.
+        token = idp.mint_access_token(JOHN, [IMAP_SCOPE])
+        return Target(
+            "dovecot-xoauth2",
+            imap_server,
+            ImapSettings("127.0.0.1", dovecot.port, False, XOAuth2Auth(JOHN, lambda: token)),
+            ImapSettings(
+                "127.0.0.1", dovecot.port, False, XOAuth2Auth(JOHN, lambda: "not-a-token")
+            ),
+            "NO [AUTHENTICATIONFAILED] Authentication failed.",
+        )
     return Target(
         "dovecot",
         imap_server,
@@ -110,6 +125,19 @@ def _messages(count: int, body_bytes: int = 1000) -> list[bytes]:
         ).encode()
         for i in range(count)
     ]
+
+
+def _record_sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """What the client writes to the server from now on, one entry per write."""
+    sent: list[bytes] = []
+    real = imap_module._Client.send
+
+    def send(client: imap_module._Client, data: bytes) -> None:
+        sent.append(bytes(data))
+        real(client, data)
+
+    monkeypatch.setattr(imap_module._Client, "send", send)
+    return sent
 
 
 def _flags(conn: ImapConnection) -> dict[int, tuple[str, ...]]:
@@ -135,6 +163,45 @@ class TestImapTransportContract:
         assert isinstance(caught.value, AuthorizationError)
         assert caught.value.reply_text == target.refusal
         assert caught.value.stage == "auth"
+
+    def test_xoauth2_goes_on_the_authenticate_line_when_the_server_offers_sasl_ir(
+        self, target: Target, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Where SASL-IR is offered (Exchange and Dovecot both do), the token is sent on the
+        AUTHENTICATE line itself: one round trip, no continuation to wait for."""
+        auth = target.settings.auth
+        if not isinstance(auth, XOAuth2Auth):
+            pytest.skip("a password server: LOGIN")
+        sent = _record_sent(monkeypatch)
+        with ImapConnection(target.settings):
+            pass
+        initial = base64.b64encode(auth.xoauth2_string().encode())
+        commands = [line.split(b" ", 1)[1] for line in sent]
+        at = commands.index(b"AUTHENTICATE XOAUTH2 " + initial + b"\r\n")
+        assert commands[at + 1].startswith(b"CAPABILITY"), "nothing is sent between the two"
+
+    def test_without_sasl_ir_the_token_follows_the_servers_continuation(
+        self, target: Target, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A server that does not offer SASL-IR gets AUTHENTICATE alone and the token after
+        its "+"; a good token opens the session, a refused one quotes the server."""
+        auth = target.settings.auth
+        if not isinstance(auth, XOAuth2Auth):
+            pytest.skip("a password server: LOGIN")
+        real = imap_module._Client._get_capabilities
+
+        def without_sasl_ir(client: imap_module._Client) -> None:
+            real(client)
+            client.capabilities = tuple(c for c in client.capabilities if c != "SASL-IR")
+
+        monkeypatch.setattr(imap_module._Client, "_get_capabilities", without_sasl_ir)
+        sent = _record_sent(monkeypatch)
+        with ImapConnection(target.settings) as conn:
+            assert "IMAP4REV1" in conn.capabilities
+        assert any(line.endswith(b" AUTHENTICATE XOAUTH2\r\n") for line in sent)
+        with pytest.raises(ImapAuthorizationError) as caught:
+            target.connect(target.bad_credentials)
+        assert caught.value.reply_text == target.refusal
 
     def test_authenticated_but_not_connected_is_an_authorization_error(
         self, target: Target, idp: IdentityPlatform
