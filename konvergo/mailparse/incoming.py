@@ -146,6 +146,9 @@ class ParsedMessage:
     defects: tuple[str, ...]
     content_type: str
     report: DeliveryReport | None = None
+    #: ``body_text`` was left empty because it is the raw body decoded, which
+    #: :func:`plain_text` gives back (see ``parse(text_in_raw_max=...)``).
+    text_in_raw: bool = False
 
     def __reduce__(self) -> tuple[type[ParsedMessage], tuple[object, ...]]:
         # Parser processes send every message back pickled: rebuilding from the field values
@@ -593,7 +596,9 @@ class _SimpleMessage:
     cte: str
     body: bytes
 
-    def content(self, defects: _Defects) -> _Content:
+    def content(self, defects: _Defects, *, decode_plain: bool = True) -> _Content:
+        if self.subtype == "plain" and not decode_plain:
+            return "", "", (), "text/plain", None
         text = decode_bytes(_decode_transfer(self.body, self.cte), self.charset)
         text = text.replace("\r\n", "\n").replace("\r", "\n").replace(_NUL, "")
         if self.subtype == "plain":
@@ -675,11 +680,17 @@ def plain_text(raw: bytes) -> str:
         return ""
 
 
-def parse(raw: bytes) -> ParsedMessage:
+def parse(raw: bytes, *, text_in_raw_max: int = 0) -> ParsedMessage:
     """Parse raw RFC 5322 bytes into a :class:`ParsedMessage`.
 
     Args:
         raw: the message exactly as fetched (``BODY[]``), CRLF or LF line endings.
+        text_in_raw_max: a message of at most this many bytes that is plain text only (no
+            HTML, no attachments) comes back with ``text_in_raw`` set and ``body_text``
+            empty, for callers that store ``raw`` and read the text back with
+            :func:`plain_text` when it is shown. Decoding the body is about a third of
+            parsing such a message, and sending the text back from a parser process as much
+            again. 0 (the default): the text is always in ``body_text``.
 
     Returns:
         The parsed message. Problems the parser worked around are in ``defects``.
@@ -746,8 +757,15 @@ def parse(raw: bytes) -> ParsedMessage:
     if date is None and _raw_value(message, "Date") is None:
         defects.add("Date: missing")
 
-    content = simple.content(defects) if simple is not None else _content(message, defects)
+    small = len(raw) <= text_in_raw_max
+    if simple is not None:
+        content = simple.content(defects, decode_plain=not small)
+    else:
+        content = _content(message, defects)
     body_text, body_html, attachments, content_type, report = content
+    text_in_raw = small and content_type == "text/plain" and not body_html and not attachments
+    if text_in_raw:
+        body_text = ""
 
     return ParsedMessage(
         message_id=message_id,
@@ -771,4 +789,5 @@ def parse(raw: bytes) -> ParsedMessage:
         defects=tuple(defects.items),
         content_type=content_type,
         report=report,
+        text_in_raw=text_in_raw,
     )

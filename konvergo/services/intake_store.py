@@ -43,11 +43,6 @@ from konvergo.store.models import (
 log = logging.getLogger("konvergo.intake")
 
 _MAX_SUBJECT = 998
-#: A plain-text message up to this size keeps its text only in ``raw`` (``text_in_raw``):
-#: decoding it again for a page costs ~0.1 ms per 10 KB (~1.5 ms for 64 KB that needs the
-#: full parser), and storing it twice cost intake a sixth of its storing time. Larger ones
-#: keep both, so a page never spends long decoding.
-TEXT_IN_RAW_MAX = 64 * 1024
 
 
 @dataclass
@@ -186,14 +181,13 @@ def _store(
                 to_db(p.date),
                 (p.in_reply_to or "")[:_MAX_SUBJECT],
                 " ".join(p.references),
-                "" if in_raw else p.body_text,
+                p.body_text,  # empty when the parser left it in raw (text_in_raw)
                 p.body_html,
                 item.fetched.raw,
-                in_raw,
+                p.text_in_raw,
                 now,
             )
             for n, (item, p) in enumerate(good)
-            for in_raw in (_text_in_raw(item, p),)
         ],
     )
     if any(p.attachments for p in parsed):
@@ -232,17 +226,6 @@ _MESSAGE_FIELDS = (
     "from_address", "to", "cc", "date", "in_reply_to", "references", "body_text", "body_html",
     "raw", "text_in_raw", "created_at",
 )  # fmt: skip
-
-
-def _text_in_raw(item: Parsed, p: ParsedMessage) -> bool:
-    """Whether the text is the raw body decoded, and small enough to decode again when read."""
-    return (
-        p.content_type == "text/plain"
-        and not p.attachments
-        and not p.body_html
-        and bool(p.body_text)
-        and len(item.fetched.raw) <= TEXT_IN_RAW_MAX
-    )
 
 
 def _insert(

@@ -6,7 +6,7 @@ import pytest
 
 from konvergo.mailparse import parse
 from konvergo.sandbox.imap import SandboxImap
-from konvergo.services import intake, intake_store
+from konvergo.services import intake, intake_parse, intake_store
 from konvergo.services.inbox import with_text
 from konvergo.store.models import Attachment, FolderState, IncomingServer, Message
 from tests.intake.conftest import MAILBOX, message, sized_messages
@@ -60,7 +60,7 @@ def test_plain_text_mail_keeps_its_text_once_and_readers_get_it_back(
     size limit keeps its text beside the raw bytes."""
     from email.message import EmailMessage
 
-    monkeypatch.setattr(intake_store, "TEXT_IN_RAW_MAX", 4_000)
+    monkeypatch.setattr(intake_parse, "TEXT_IN_RAW_MAX", 4_000)
     accented = EmailMessage()
     accented["From"] = "Zoë <zoe@external.test>"
     accented["To"] = MAILBOX

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import pickle
 import quopri
 import random
@@ -10,7 +11,7 @@ from email import policy
 
 import pytest
 
-from konvergo.mailparse import fastheaders, incoming, parse
+from konvergo.mailparse import fastheaders, incoming, parse, plain_text
 
 from .conftest import CORPUS_NAMES, read_corpus
 
@@ -281,3 +282,30 @@ def test_a_parsed_message_comes_back_from_a_parser_process_unchanged(name: str) 
     if isinstance(outcome, str):
         pytest.skip("not a message: nothing travels back")
     assert pickle.loads(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)) == outcome
+
+
+def _left_in_raw(raw: bytes, limit: int) -> bool:
+    """Check parse(raw, text_in_raw_max=limit) against parse(raw); whether it left the text."""
+    full = _outcome(raw)
+    if isinstance(full, str):
+        return False
+    lean = parse(raw, text_in_raw_max=limit)
+    plain_only = full.content_type == "text/plain" and not full.body_html
+    if len(raw) <= limit and plain_only and not full.attachments:
+        assert lean == dataclasses.replace(full, body_text="", text_in_raw=True), raw
+        assert plain_text(raw) == full.body_text
+        return True
+    assert lean == full, raw
+    return False
+
+
+def test_text_left_in_raw_is_exactly_what_plain_text_gives_back() -> None:
+    """Below text_in_raw_max a plain-text-only message comes back without its text, which
+    plain_text(raw) gives exactly; every other message parses as it does without the limit."""
+    rng = random.Random(20261203)
+    left = 0
+    for _ in range(1500):
+        left += _left_in_raw(_message(rng), rng.choice([0, 200, 1 << 20]))
+    for name in CORPUS_NAMES:
+        left += _left_in_raw(read_corpus(name), 1 << 30)
+    assert left > 100  # the shortcut and the full parse both had their turn
