@@ -54,6 +54,7 @@ from konvergo.services.intake_parse import (
     stop_shared_parser,
 )
 from konvergo.services.intake_store import BatchOutcome, store_batch
+from konvergo.store.dbvalues import datetime_adapter, update
 from konvergo.store.models import FolderState, IncomingServer
 from konvergo.transports.auth import Credentials, PasswordAuth, XOAuth2Auth
 from konvergo.transports.imap import (
@@ -161,9 +162,11 @@ def acquire_lease(server_id: int, owner: str) -> bool:
 
 def renew_lease(server_id: int, owner: str) -> None:
     """Extend our lease; raises LeaseLost when someone else holds the mailbox now."""
-    updated = IncomingServer.objects.filter(pk=server_id, lease_owner=owner).update(
-        lease_until=timezone.now() + LEASE
-    )
+    until = datetime_adapter()(timezone.now() + LEASE)
+    updated = update(
+        IncomingServer, "{lease_until} = %s", "{id} = %s AND {lease_owner} = %s",
+        [until, server_id, owner],
+    )  # fmt: skip
     if not updated:
         raise LeaseLost(f"the lease on incoming server {server_id} was taken over")
 

@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connection, models, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from konvergo.mailparse import ParsedMessage
 from konvergo.services.intake_parse import Parsed
 from konvergo.services.intake_threading import Route, route_batch
-from konvergo.store.dbvalues import IN_CHUNK, column, datetime_adapter, select_in
+from konvergo.store.dbvalues import IN_CHUNK, column, datetime_adapter, select_in, update
 from konvergo.store.models import (
     Attachment,
     FolderState,
@@ -125,12 +124,17 @@ def _advance(
 ) -> None:
     top = max(i.fetched.uid for i in items)
     # Only forward, and only within the same UIDVALIDITY epoch (a resync may run beside).
-    FolderState.objects.filter(
-        server=server, folder=folder, uidvalidity=uidvalidity, last_uid__lt=top
-    ).update(last_uid=top)
-    IncomingServer.objects.filter(pk=server.pk).update(
-        messages_fetched=F("messages_fetched") + outcome.stored,
-        progress_done=F("progress_done") + len(items),
+    update(
+        FolderState,
+        "{last_uid} = %s",
+        "{server} = %s AND {folder} = %s AND {uidvalidity} = %s AND {last_uid} < %s",
+        [top, server.pk, folder, uidvalidity, top],
+    )
+    update(
+        IncomingServer,
+        "{messages_fetched} = {messages_fetched} + %s, {progress_done} = {progress_done} + %s",
+        "{id} = %s",
+        [outcome.stored, len(items), server.pk],
     )
 
 

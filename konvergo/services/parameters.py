@@ -197,9 +197,11 @@ def _or_default(key: str, stored: object, default: str | None = None) -> str:
 
 def get_many(*keys: str) -> dict[str, str]:
     """:func:`get` of each of ``keys`` (known defaults included), in one query."""
+    from konvergo.store.dbvalues import select_in
     from konvergo.store.models import SystemParameter
 
-    stored = dict(SystemParameter.objects.filter(key__in=keys).values_list("key", "value"))
+    # Intake reads its addresses with every batch: a plain query, not one compiled each time.
+    stored = dict(select_in(SystemParameter, ["key", "value"], "key", keys))
     return {key: _or_default(key, stored.get(key)) for key in keys}
 
 

@@ -66,3 +66,27 @@ def select_in(
             sql = f"SELECT {selected} FROM {table} WHERE {' AND '.join([*conditions, inside])}"  # noqa: S608
             cursor.execute(sql, [*fixed, *part])
             yield from cursor.fetchall()
+
+
+def update(model: type[models.Model], assignments: str, where: str, params: Sequence[Any]) -> int:
+    """``UPDATE`` rows of ``model`` in one statement; returns how many rows it changed.
+
+    ``assignments`` and ``where`` name fields in braces, which become quoted columns:
+    ``update(FolderState, "{last_uid} = %s", "{server} = %s AND {last_uid} < %s", [...])``.
+    For the statements intake runs with every batch: ``QuerySet.update()`` compiles its
+    query each time (about 0.5 ms, more than the database takes to run it).
+    """
+    quote = connection.ops.quote_name
+    names = {
+        f.name: quote(f.column)
+        for f in model._meta.concrete_fields
+        if isinstance(f, models.Field) and f.column
+    }
+    # Identifiers come from the model's metadata, quoted; every value is a parameter.
+    sql = (
+        f"UPDATE {quote(model._meta.db_table)} "  # noqa: S608
+        f"SET {assignments.format_map(names)} WHERE {where.format_map(names)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, list(params))
+        return int(cursor.rowcount)

@@ -38,3 +38,20 @@ def test_select_in_reads_every_chunk_and_applies_the_conditions(
     assert rows == {(f"test.key{n}", "odd" if n % 2 else "even") for n in range(5)}
     evens = dbvalues.select_in(SystemParameter, ["key"], "key", keys, [("value", "even")])
     assert sorted(r[0] for r in evens) == ["test.key0", "test.key2", "test.key4"]
+
+
+def test_update_changes_only_the_rows_its_condition_names_and_counts_them(db: None) -> None:
+    """Fields in braces become quoted columns; the result is the number of rows changed."""
+    for n in range(4):
+        SystemParameter.objects.create(key=f"test.up{n}", value=str(n))
+    changed = dbvalues.update(
+        SystemParameter,
+        "{value} = {value} || %s",
+        "{key} IN (%s, %s) AND {value} <> %s",
+        ["!", "test.up1", "test.up2", "2"],
+    )
+    assert changed == 1
+    values = dict(
+        SystemParameter.objects.filter(key__startswith="test.up").values_list("key", "value")
+    )
+    assert values == {"test.up0": "0", "test.up1": "1!", "test.up2": "2", "test.up3": "3"}
