@@ -34,7 +34,7 @@ lint: install
 ## Benchmarks (not part of the tests): outgoing queue and incoming fetch.
 bench: install
 	KONVERGO_VAR_DIR=$(CURDIR)/var/bench $(BIN)/python bench/outbox.py
-	KONVERGO_VAR_DIR=$(CURDIR)/var/bench $(BIN)/python bench/intake.py
+	KONVERGO_VAR_DIR=$(CURDIR)/var/bench $(BIN)/python bench/intake.py --runs 5
 
 ## Start the local Microsoft 365 sandbox (identity platform, SMTP, IMAP).
 sandbox: install
