@@ -77,7 +77,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's cursors bind on the client and never prepare; the queue's per-message
     # statements use a server-side cursor and are prepared on their first run
-    # (konvergo.services.outbox_claim.pg_cursor). None turns preparing off.
+    # (konvergo.store.dbvalues.pg_cursor). None turns preparing off.
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
         0 if CONFIG.database_prepared else None
     )

@@ -30,7 +30,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -38,6 +38,7 @@ from django.db.models import Count, F, Min, Q, QuerySet
 from django.utils import timezone
 
 from konvergo.services.outbox_limits import OUTCOMES, POLICY, OutboxPolicy, Verdict, backoff_seconds
+from konvergo.store.dbvalues import pg_cursor
 from konvergo.store.models import OutboxBody, OutboxItem, OutgoingServer
 
 State = OutboxItem.State
@@ -155,19 +156,6 @@ _SERVER_SQL = (
     "SELECT messages_per_minute, throttled_until, active "  # noqa: S608
     f"FROM {OutgoingServer._meta.db_table} WHERE id = %s"
 )
-
-
-def pg_cursor(db: BaseDatabaseWrapper) -> Any:
-    """A server-side binding cursor on ``db``'s open PostgreSQL connection.
-
-    Django's own cursors bind on the client and never prepare; statements run through this
-    one with ``prepare=True`` are parsed and planned once per connection (unless
-    ``KONVERGO_DATABASE_PREPARED=0`` turned preparing off, for poolers that cannot keep them).
-    """
-    import psycopg
-
-    db.ensure_connection()
-    return psycopg.Cursor(db.connection)
 
 
 class _Server(NamedTuple):

@@ -3,11 +3,13 @@ driver takes, and IN-list lookups without the ORM's per-value compilation."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import connection, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 #: Values per IN list (SQLite allows 32,766 parameters a statement; PostgreSQL 65,535).
 IN_CHUNK = 500
@@ -90,3 +92,33 @@ def update(model: type[models.Model], assignments: str, where: str, params: Sequ
     with connection.cursor() as cursor:
         cursor.execute(sql, list(params))
         return int(cursor.rowcount)
+
+
+def pg_cursor(db: BaseDatabaseWrapper) -> Any:
+    """A server-side binding cursor on ``db``'s open PostgreSQL connection.
+
+    Django's own cursors bind on the client and never prepare; statements run through this
+    one with ``prepare=True`` are parsed and planned once per connection (unless
+    ``KONVERGO_DATABASE_PREPARED=0`` turned preparing off, for poolers that cannot keep them).
+    """
+    import psycopg
+
+    db.ensure_connection()
+    return psycopg.Cursor(db.connection)
+
+
+@contextlib.contextmanager
+def bulk_cursor() -> Iterator[Any]:
+    """A cursor for the hand-written bulk statements, in the current transaction.
+
+    On PostgreSQL one that binds on the server: Django's binds on the client, which sends
+    bytes as hex literals twice their size for the server to parse back (intake's raw
+    messages), and runs an executemany() statement by statement where psycopg pipelines
+    them. Errors come out as Django's (IntegrityError, DataError) either way.
+    """
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    with connection.wrap_database_errors, pg_cursor(connection) as cursor:
+        yield cursor

@@ -240,3 +240,27 @@ def test_a_database_error_renewing_the_lease_stores_nothing_of_the_batch(
         store_batch(password_server, "INBOX", 7, items, first=renew)
     assert Message.objects.count() == 0
     assert FolderState.objects.get(server=password_server).last_uid == 0 and len(calls) == 1
+
+
+def test_a_message_stored_meanwhile_by_another_worker_counts_as_a_duplicate(
+    password_server: IncomingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the unique index catches a Message-ID the lookup did not see (another worker
+    stored it in between), the batch is stored message by message: that one is a duplicate,
+    the others are stored once, and the high-water mark passes them all."""
+    from konvergo.services import intake_store
+    from konvergo.services.intake_parse import parse_fetched
+    from konvergo.transports.imap import FetchedMessage
+
+    FolderState.objects.create(server=password_server, folder="INBOX", uidvalidity=7)
+    items = [parse_fetched(FetchedMessage(n, message(f"Race {n}"), ())) for n in (1, 2, 3)]
+    assert intake_store.store_batch(password_server, "INBOX", 7, items[1:2]).stored == 1
+    # The other worker's commit lands between this batch's lookup and its INSERT.
+    monkeypatch.setattr(intake_store, "select_in", lambda *args, **kwargs: iter(()))
+
+    outcome = intake_store.store_batch(password_server, "INBOX", 7, items)
+
+    assert (outcome.stored, outcome.duplicates, outcome.quarantined) == (2, 1, 0)
+    ids = sorted(Message.objects.values_list("message_id", flat=True))
+    assert ids == sorted(i.message.message_id for i in items if i.message is not None)
+    assert FolderState.objects.get(server=password_server).last_uid == 3
