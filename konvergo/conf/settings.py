@@ -76,8 +76,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's cursors bind on the client and never prepare; the queue's per-message
-    # statements use a server-side cursor and are prepared on their first run
-    # (konvergo.store.dbvalues.pg_cursor). None turns preparing off.
+    # statements and intake's bulk INSERTs use a server-side cursor and are prepared on
+    # their first run (konvergo.store.dbvalues.pg_cursor). None turns preparing off.
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
         0 if CONFIG.database_prepared else None
     )

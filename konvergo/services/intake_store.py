@@ -134,7 +134,8 @@ def _commit_without_waiting_for_disk() -> None:
     and more on a busy or networked one. (SQLite in WAL mode with ``synchronous=NORMAL``
     does not wait for the disk at commit anyway.)
     """
-    if connection.vendor == "postgresql":
+    # Only as the outermost transaction: SET LOCAL would also relax a caller's commit.
+    if connection.vendor == "postgresql" and len(connection.atomic_blocks) == 1:
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
