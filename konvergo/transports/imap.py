@@ -17,6 +17,7 @@ import collections
 import contextlib
 import datetime as dt
 import imaplib
+import logging
 import re
 import socket
 import ssl
@@ -63,6 +64,8 @@ SIZE_WINDOW = 2000
 RAMP_START = 25
 #: RFC 2177: clients re-issue IDLE at least every 29 minutes.
 MAX_IDLE_SECONDS = 25 * 60
+
+logger = logging.getLogger(__name__)
 
 _STATUS_LINE = re.compile(rb"^(?:\*|[A-Za-z0-9]+) (?:NO|BAD|BYE)\b")
 _UID = re.compile(rb"\bUID (\d+)")
@@ -144,7 +147,12 @@ class _Client(imaplib.IMAP4):
     def _get_line(self) -> bytes:
         line: bytes = super()._get_line()  # type: ignore[misc]
         if _STATUS_LINE.match(line):
-            self.status_lines.append(line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace")
+            # A server that quotes the command it refuses would put the credentials into the
+            # error shown on the server's form and stored with it.
+            for secret in self.secrets:
+                text = text.replace(secret, "[credentials]")
+            self.status_lines.append(text)
         return line
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
@@ -161,6 +169,8 @@ class _Client(imaplib.IMAP4):
         self, host: str, port: int, timeout: float, tls_context: ssl.SSLContext | None
     ) -> None:
         self.status_lines: collections.deque[str] = collections.deque(maxlen=8)
+        #: Texts never to record from the server's replies (the credentials sent).
+        self.secrets: tuple[str, ...] = ()
         self.tls_context = tls_context
         super().__init__(host, port, timeout=timeout)
 
@@ -183,10 +193,17 @@ class _Client(imaplib.IMAP4):
         del self.tagged_commands[tag]
         # imaplib stores (type, [data]) here; typeshed declares the field more narrowly.
         typ, data = cast(tuple[str, list[bytes]], result)
+        if typ == "BAD":
+            raise InitialResponseRefused(data[-1].decode("utf-8", "replace"))
         if typ != "OK":
             raise self.error(data[-1].decode("utf-8", "replace"))
         self.state = "AUTH"
         return typ, data
+
+
+class InitialResponseRefused(imaplib.IMAP4.error):
+    """``BAD`` to a one-line AUTHENTICATE: the server did not take the form (a line-length
+    limit, a SASL-IR it announces but does not parse), not necessarily the credentials."""
 
 
 class ImapConnection:
@@ -298,10 +315,20 @@ class ImapConnection:
                 answered.append(True)
                 return sasl
 
+            token = sasl.split(b"auth=Bearer ", 1)[-1].rstrip(b"\x01").decode("ascii", "replace")
+            imap.secrets = tuple(t for t in (base64.b64encode(sasl).decode("ascii"), token) if t)
             if "SASL-IR" in imap.capabilities:
-                self._call("auth", lambda: imap.authenticate_initial("XOAUTH2", sasl))
-            else:
-                self._call("auth", lambda: imap.authenticate("XOAUTH2", respond))
+                try:
+                    self._call("auth", lambda: imap.authenticate_initial("XOAUTH2", sasl))
+                    return
+                except ImapFailure as exc:
+                    if not isinstance(exc.__cause__, InitialResponseRefused):
+                        raise
+                    logger.info(
+                        "%s answered BAD to AUTHENTICATE with SASL-IR; retrying without",
+                        self.settings.server,
+                    )
+            self._call("auth", lambda: imap.authenticate("XOAUTH2", respond))
         elif isinstance(auth, PasswordAuth):
             self._call("auth", lambda: imap.login(auth.username, auth.password))
         else:  # pragma: no cover - Credentials is a closed union
