@@ -81,31 +81,26 @@ def target(
     idp: IdentityPlatform,
     trusted_sandbox_ca: Path,
 ) -> Target:
-    if request.param == "exchange":
-        token = idp.mint_access_token(JOHN, [IMAP_SCOPE])
+    token = idp.mint_access_token(JOHN, [IMAP_SCOPE])
+
+    def xoauth2(port: int, ssl: bool, refusal: str) -> Target:
+        good = XOAuth2Auth(JOHN, lambda: token)
+        bad = XOAuth2Auth(JOHN, lambda: "not-a-token")
         return Target(
-            "exchange",
+            request.param,
             imap_server,
-            ImapSettings("127.0.0.1", imap_server.port, True, XOAuth2Auth(JOHN, lambda: token)),
-            ImapSettings(
-                "127.0.0.1", imap_server.port, True, XOAuth2Auth(JOHN, lambda: "not-a-token")
-            ),
-            "NO AUTHENTICATE failed.",
+            ImapSettings("127.0.0.1", port, ssl, good),
+            ImapSettings("127.0.0.1", port, ssl, bad),
+            refusal,
         )
+
     dovecot = imap_server.dovecot
+    if request.param == "exchange":
+        return xoauth2(imap_server.port, True, "NO AUTHENTICATE failed.")
     if request.param == "dovecot-xoauth2":
         # Dovecot checks the token itself (its oauth2 passdb) and, unlike Exchange, answers
         # a refused one with a JSON challenge before its NO.
-        token = idp.mint_access_token(JOHN, [IMAP_SCOPE])
-        return Target(
-            "dovecot-xoauth2",
-            imap_server,
-            ImapSettings("127.0.0.1", dovecot.port, False, XOAuth2Auth(JOHN, lambda: token)),
-            ImapSettings(
-                "127.0.0.1", dovecot.port, False, XOAuth2Auth(JOHN, lambda: "not-a-token")
-            ),
-            "NO [AUTHENTICATIONFAILED] Authentication failed.",
-        )
+        return xoauth2(dovecot.port, False, "NO [AUTHENTICATIONFAILED] Authentication failed.")
     return Target(
         "dovecot",
         imap_server,
