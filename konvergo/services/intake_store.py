@@ -307,6 +307,8 @@ def _insert_returning_ids(
     assert meta.pk is not None and meta.pk.column
     returning = quote(meta.pk.column)
     ids: list[int] = []
+    # Statements of every row count would fill PostgreSQL's prepared-statement cache.
+    once = {"prepare": False} if connection.vendor == "postgresql" else {}
     with bulk_cursor() as cursor:
         for start in range(0, len(rows), _RETURNING_CHUNK):
             chunk = rows[start : start + _RETURNING_CHUNK]
@@ -316,8 +318,6 @@ def _insert_returning_ids(
                 f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {values} "  # noqa: S608
                 f"RETURNING {returning}"
             )
-            # Statements of every row count would fill PostgreSQL's prepared-statement cache.
-            once = {"prepare": False} if connection.vendor == "postgresql" else {}
             cursor.execute(sql, [value for row in chunk for value in row], **once)
             ids.extend(row[0] for row in cursor.fetchall())
     return ids

@@ -99,8 +99,9 @@ def pg_cursor(db: BaseDatabaseWrapper) -> Any:
     """A server-side binding cursor on ``db``'s open PostgreSQL connection.
 
     Django's own cursors bind on the client and never prepare; statements run through this
-    one with ``prepare=True`` are parsed and planned once per connection (unless
-    ``KONVERGO_DATABASE_PREPARED=0`` turned preparing off, for poolers that cannot keep them).
+    one are parsed and planned once per connection (the settings' ``prepare_threshold=0``),
+    unless the call passes ``prepare=False`` or ``KONVERGO_DATABASE_PREPARED=0`` turned
+    preparing off, for poolers that cannot keep them.
     """
     import psycopg
 
